@@ -1,0 +1,326 @@
+"""The orchestrator process: one nursery tree (DESIGN.md).
+
+    run_orchestrator()
+     ├─ Journal       SQLite (WAL): claimed ids, outcomes, agents, pending upgrade
+     ├─ AgentFleet    adopts the agents the journal knows, runs their actors
+     ├─ Presence      register (after adoption), heartbeat, re-register on 404
+     ├─ Outbox        settles and agent reports, in order, until accepted
+     ├─ Dispatcher    claim → route → handler → outcome
+     └─ CommandFeed   SSE stream (or polling) → Dispatcher.submit
+
+Start: settings → journal → supervisor → adopt → recover unfinished commands
+→ register → READY=1 → stream. Stop (SIGTERM/SIGINT or ``stop()``): stop
+taking commands, let in-flight ones finish briefly, flush the outbox, close
+the stream, STOPPING=1, return. Agents keep running.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import socket
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+import trio
+
+import actors
+import supervisors
+
+from ._dispatcher import Dispatcher, Handler, Rejected
+from ._errors import RelayError, RelayNotFound
+from ._feed import CommandFeed
+from ._journal import CommandState, Journal
+from ._outbox import Outbox
+from ._presence import Identity, Presence
+from ._relay_client import RelayClient, make_http_client
+from ._settings import Settings
+from ._status import StatusWriter
+from ._version import current_version
+from ._wire import Command, CommandStatus, Outcome, WireError, structure_command
+
+log = logging.getLogger("relay_orchestrator")
+
+AGENT_COMMANDS = (
+    "agent.spawn",
+    "agent.stop",
+    "agent.restart",
+    "agent.compact",
+    "orchestrator.restart",
+    "orchestrator.shutdown",
+)
+STOP_GRACE = 2.0  # in-flight commands may finish within this
+FLUSH_GRACE = 1.5  # then the outbox gets this long
+
+
+def orchestrator_id(settings: Settings, journal: Journal) -> str:
+    if settings.id:
+        return settings.id
+    known = journal.get_meta("orchestrator_id")
+    if isinstance(known, str) and known:
+        return known
+    host = "".join(c if c.isalnum() or c in "-_." else "-" for c in socket.gethostname())
+    generated = f"orch-{host[:40]}-{secrets.token_hex(3)}"
+    journal.set_meta("orchestrator_id", generated)
+    return generated
+
+
+def fleet_config(settings: Settings) -> actors.FleetConfig:
+    providers = {
+        name: actors.provider_config_from_table(name, dict(table))
+        for name, table in settings.providers.items()
+    }
+    return actors.FleetConfig(
+        base_dir=settings.base_dir.resolve(),
+        state_dir=settings.state_dir,
+        providers=providers,
+    )
+
+
+@attrs.define(eq=False)
+class Orchestrator:
+    """Handle on a running orchestrator (tests and ``dev`` use it)."""
+
+    settings: Settings
+    journal: Journal
+    host: Any  # supervisors.HostSupervisor
+    client: RelayClient
+    fleet: actors.AgentFleet
+    presence: Presence
+    outbox: Outbox
+    dispatcher: Dispatcher
+    feed: CommandFeed
+    version: str
+    status_writer: Any = None
+    _stop: trio.Event = attrs.field(factory=trio.Event)
+
+    @property
+    def id(self) -> str:
+        return self.presence.identity.id
+
+    @property
+    def agent_id(self) -> str:
+        return self.presence.agent_id
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "agentId": self.agent_id,
+            "version": self.version,
+            "supervisor": self.host.name,
+            "selfUnit": self.host.self_unit,
+            "relay": {
+                "url": self.client.base_url,
+                "connected": self.presence.connected,
+                "stream": self.feed.connected,
+                "lastError": self.presence.last_error,
+            },
+            "outbox": self.journal.outbox_size(),
+            "agents": self.fleet.agents(),
+        }
+
+
+async def run_orchestrator(
+    settings: Settings,
+    *,
+    relay_verify: str | bool = True,
+    extra_handlers: dict[str, Callable[[Orchestrator], Handler]] | None = None,
+    task_status: trio.TaskStatus[Orchestrator] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    if not settings.relay_url:
+        from ._errors import ConfigError
+
+        raise ConfigError("--relay-url is required (or RELAY_ORCHESTRATOR_RELAY_URL)")
+    version = current_version()
+    journal = Journal.open(settings.state_dir)
+    try:
+        orch_id = orchestrator_id(settings, journal)
+        host = supervisors.detect(settings.supervisor, settings.self_unit)
+        http = make_http_client(settings.relay_url, verify=relay_verify)
+        async with http:
+            client = RelayClient(settings.relay_url, settings.read_token, http=http)
+            outbox_ref: list[Outbox] = []
+            status_ref: list[StatusWriter] = []
+
+            def report(agent: dict[str, Any]) -> None:
+                outbox_ref[0].report_agent(agent)
+                status_ref[0].changed()
+
+            def on_status(line: str) -> None:
+                host.notify(status=line)
+                if status_ref:
+                    status_ref[0].changed()
+
+            fleet = actors.AgentFleet(
+                fleet_config(settings),
+                store=journal,
+                reporter=_Reporter(report),
+                launcher=host.launcher,
+            )
+            identity = Identity(
+                id=orch_id,
+                version=version,
+                base_dir=str(settings.base_dir.resolve()),
+                supervisor=host.name,
+                self_unit=host.self_unit,
+                self_upgrade=bool(host.can_self_upgrade),
+                providers=fleet.offered_providers(),
+            )
+            presence = Presence(
+                identity,
+                client,
+                fleet.agents,
+                heartbeat_interval=settings.heartbeat_interval,
+                on_status=on_status,
+            )
+            outbox = Outbox(journal, client, orch_id, on_forgotten=presence.request_register)
+            outbox_ref.append(outbox)
+            handlers: dict[str, Handler] = {}
+            dispatcher = Dispatcher(journal, client, handlers, on_outcome=outbox.wake)
+            feed = CommandFeed(client, lambda: presence.agent_id, dispatcher.submit)
+            orch = Orchestrator(
+                settings=settings, journal=journal, host=host, client=client, fleet=fleet,
+                presence=presence, outbox=outbox, dispatcher=dispatcher, feed=feed,
+                version=version,
+            )
+            status_ref.append(StatusWriter(settings.state_dir, orch.status))
+            orch.status_writer = status_ref[0]
+            for ctype in AGENT_COMMANDS:
+                handlers[ctype] = _fleet_handler(fleet)
+            for ctype, make in (extra_handlers or {}).items():
+                handlers[ctype] = make(orch)
+            if "orchestrator.upgrade" not in handlers:
+                from ._upgrade import upgrade_handler
+
+                handlers["orchestrator.upgrade"] = upgrade_handler(orch)
+            await _serve(orch, task_status)
+    finally:
+        journal.close()
+
+
+async def _serve(orch: Orchestrator, task_status: trio.TaskStatus[Orchestrator]) -> None:
+    async with trio.open_nursery() as nursery:
+        await nursery.start(orch.fleet.run)  # adoption happens before registration
+        await nursery.start(orch.dispatcher.run)
+        unfinished = orch.journal.unfinished()
+        await nursery.start(orch.presence.run)
+        orch.host.notify(ready=True, status=orch.presence.status_line())
+        await nursery.start(orch.outbox.run)
+        nursery.start_soon(_recover, orch, unfinished)
+        await nursery.start(orch.feed.run)
+        await nursery.start(orch.status_writer.run)
+        if orch.host.watchdog_interval():
+            nursery.start_soon(_watchdog, orch)
+        log.info("orchestrator %s %s up (supervisor %s); %d agents", orch.id, orch.version,
+                 orch.host.name, len(orch.fleet.agents()))
+        task_status.started(orch)
+        await orch._stop.wait()
+        await _shutdown(orch, nursery)
+
+
+async def _shutdown(orch: Orchestrator, nursery: trio.Nursery) -> None:
+    orch.host.notify(stopping=True, status="stopping")
+    orch.dispatcher.stop_accepting()
+    with trio.move_on_after(STOP_GRACE):
+        await orch.dispatcher.wait_idle()
+    if orch.settings.stop_agents_on_exit:
+        with trio.move_on_after(STOP_GRACE):
+            try:
+                await orch.fleet.execute("orchestrator.shutdown", {}, "shutdown")
+            except actors.CommandRejected:
+                pass
+    await orch.outbox.flush(FLUSH_GRACE)
+    nursery.cancel_scope.cancel()
+    log.info("orchestrator %s stopped; agents left running", orch.id)
+
+
+async def _watchdog(orch: Orchestrator) -> None:
+    interval = orch.host.watchdog_interval()
+    while True:
+        orch.host.notify(watchdog=True)
+        await trio.sleep(interval / 2)
+
+
+class _Reporter:
+    def __init__(self, fn: Callable[[dict[str, Any]], None]) -> None:
+        self.agent_changed = fn
+
+
+def _fleet_handler(fleet: actors.AgentFleet) -> Handler:
+    async def handle(command: Command) -> Outcome:
+        try:
+            result = await fleet.execute(command.type, command.params, command.id)
+        except actors.CommandRejected as exc:
+            raise Rejected(str(exc)) from exc
+        return Outcome.succeeded(result)
+
+    return handle
+
+
+async def _recover(orch: Orchestrator, unfinished: list[Any]) -> None:
+    """Settle commands a crash left claimed without an outcome (none stays running)."""
+    for entry in unfinished:
+        command = Command(id=entry.id, type=entry.type, params=entry.params,
+                          status=CommandStatus.RUNNING)
+        if entry.state is CommandState.CLAIMING:
+            current = await _read_command(orch, entry.id)
+            if current is None:
+                orch.journal.set_state(entry.id, CommandState.DROPPED)
+                continue
+            if current.status is CommandStatus.PENDING:
+                orch.dispatcher.resume(current, claimed=False)
+                continue
+            if current.status is not CommandStatus.RUNNING:
+                orch.journal.set_state(entry.id, CommandState.DROPPED)
+                continue
+        if entry.type == "orchestrator.upgrade":
+            from ._upgrade import settle_after_restart
+
+            upgrade_outcome = settle_after_restart(orch, command)
+            if upgrade_outcome is None:  # it took effect: the relay settles it
+                orch.journal.set_state(entry.id, CommandState.SETTLED)
+                continue
+            orch.journal.record_outcome(entry.id, upgrade_outcome.body())
+            orch.outbox.wake()
+            continue
+        outcome = _visible_outcome(orch, command)
+        log.warning("command %s (%s) was in flight when the orchestrator stopped: %s",
+                    entry.id, entry.type, outcome.status.value, extra={"commandId": entry.id})
+        orch.journal.record_outcome(entry.id, outcome.body())
+        orch.outbox.wake()
+
+
+async def _read_command(orch: Orchestrator, command_id: str) -> Command | None:
+    from ._backoff import Backoff
+
+    backoff = Backoff()
+    while True:
+        try:
+            raw = await orch.client.get_command(command_id)
+            return structure_command(raw)
+        except (RelayNotFound, WireError):
+            return None
+        except RelayError:
+            await backoff.sleep()
+
+
+def _visible_outcome(orch: Orchestrator, command: Command) -> Outcome:
+    params = command.params if isinstance(command.params, dict) else {}
+    if command.type == "agent.spawn":
+        for agent in orch.fleet.agents():
+            if (
+                agent.get("spawnRequestId") == params.get("spawnRequestId")
+                and agent.get("status") == "running"
+            ):
+                return Outcome.succeeded({
+                    "agentId": agent.get("agentId"),
+                    "spawnRequestId": agent.get("spawnRequestId"),
+                    "pid": agent.get("pid"),
+                    "tmuxSession": agent.get("tmuxSession"),
+                    "workspace": agent.get("workspace"),
+                })
+    return Outcome.failed(f"orchestrator restarted before completing {command.type}")

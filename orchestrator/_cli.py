@@ -1,0 +1,186 @@
+"""Command line: ``relay-orchestrator <command>`` (INTERFACE.md).
+
+Exit codes: 0 success, 2 usage or configuration error (one line naming the
+option or file), 1 anything else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import secrets
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from ._errors import ConfigError
+from ._settings import Settings, add_setting_flags, load_settings
+from ._version import current_version
+
+log = logging.getLogger("relay_orchestrator")
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="relay-orchestrator", description="Run AI coding agents for Agent Relay.")
+    parser.add_argument("--version", action="version", version=current_version())
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    p = sub.add_parser("run", help="run the orchestrator in the foreground")
+    add_setting_flags(p)
+    p.add_argument("--verbose", action="store_true", help="log the wire")
+
+    p = sub.add_parser("dev", help="embedded dev relay + orchestrator, until Ctrl-C")
+    add_setting_flags(p)
+    p.add_argument("--port", type=int, default=0, help="dev relay port (default: a free one)")
+    p.add_argument("--demo", action="store_true", help="walk through spawn, compact, restart, stop")
+    p.add_argument("--verbose", action="store_true")
+
+    p = sub.add_parser("relay", help="run only the dev relay")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--token", default=None, help="bearer token (prefer --token-file)")
+    p.add_argument("--token-file", default=None)
+    p.add_argument("--state-file", default=None, help="keep the relay's data across restarts")
+
+    p = sub.add_parser("status", help="the local view of this host's orchestrator")
+    add_setting_flags(p)
+    p.add_argument("--json", action="store_true")
+
+    from ._cli_more import register_more
+
+    register_more(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    handler: Callable[[argparse.Namespace], int] = COMMANDS.get(args.command) or args.func
+    try:
+        return handler(args)
+    except ConfigError as exc:
+        print(f"relay-orchestrator: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
+# -- run ---------------------------------------------------------------------
+
+def cmd_run(args: argparse.Namespace) -> int:
+    settings = load_settings(args)
+    if not settings.relay_url:
+        raise ConfigError("--relay-url is required (or RELAY_ORCHESTRATOR_RELAY_URL)")
+    if settings.read_token() is None:
+        raise ConfigError("no relay token: give --token-file or set RELAY_ORCHESTRATOR_TOKEN")
+    from ._logging import setup_logging
+
+    setup_logging(settings.log_format, verbose=getattr(args, "verbose", False))
+    trio.run(_run_until_signal, settings)
+    return EXIT_OK
+
+
+async def _run_until_signal(settings: Settings) -> None:
+    from ._app import run_orchestrator
+
+    async with trio.open_nursery() as nursery:
+        orch = await nursery.start(run_orchestrator, settings)
+        nursery.start_soon(_stop_on_signal, orch.stop)
+
+
+async def _stop_on_signal(stop: Callable[[], None]) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            log.info("received %s; stopping (agents keep running)", signal.Signals(signum).name)
+            stop()
+            return
+
+
+# -- relay -------------------------------------------------------------------
+
+def cmd_relay(args: argparse.Namespace) -> int:
+    token = args.token or os.environ.get("RELAY_ORCHESTRATOR_TOKEN")
+    if args.token_file:
+        try:
+            token = Path(args.token_file).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"--token-file {args.token_file}: {exc.strerror}") from exc
+    generated = token is None
+    token = token or secrets.token_urlsafe(24)
+    state_file = Path(args.state_file) if args.state_file else None
+
+    async def serve() -> None:
+        from ._dev_relay import serve_dev_relay
+
+        async with trio.open_nursery() as nursery:
+            relay = await nursery.start(
+                lambda task_status: serve_dev_relay(
+                    host=args.host, port=args.port, token=token, state_file=state_file,
+                    task_status=task_status,
+                )
+            )
+            print(f"dev relay listening on {relay.url}", flush=True)
+            if generated:
+                print(f"token: {token}", flush=True)
+            await _wait_signal()
+            nursery.cancel_scope.cancel()
+
+    trio.run(serve)
+    return EXIT_OK
+
+
+async def _wait_signal() -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for _ in signals:
+            return
+
+
+# -- dev ---------------------------------------------------------------------
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    from ._dev import run_dev
+
+    trio.run(run_dev, args)
+    return EXIT_OK
+
+
+# -- status ------------------------------------------------------------------
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from ._status import local_status, render_status
+
+    settings = load_settings(args)
+    status = local_status(settings)
+    if args.json:
+        print(json.dumps(status, indent=2))
+    else:
+        print(render_status(status, color=sys.stdout.isatty()))
+    return EXIT_OK
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "run": cmd_run,
+    "relay": cmd_relay,
+    "dev": cmd_dev,
+    "status": cmd_status,
+}
+
+
+def _unused(_: Any) -> None:  # keep mypy quiet about optional imports
+    return None

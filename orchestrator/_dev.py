@@ -1,0 +1,110 @@
+"""``relay-orchestrator dev``: the embedded dev relay and an orchestrator on it.
+
+Prints the relay URL, the token and copy-pasteable lines that drive it, then
+runs until Ctrl-C; ``--demo`` walks through spawn, compact, restart and stop
+by itself and leaves the agent running to look at.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import secrets
+import shlex
+import signal
+import sys
+from typing import Any
+
+import attrs
+import trio
+
+from ._settings import Settings, load_settings
+
+
+def dev_settings(args: argparse.Namespace, relay_url: str, token: str) -> Settings:
+    settings = load_settings(args)
+    providers = {name: dict(table) for name, table in settings.providers.items()}
+    providers.setdefault("command", {}).setdefault("enabled", True)
+    state_dir = settings.state_dir if settings.sources.get("state_dir") != "default" \
+        else settings.state_dir / "dev"
+    return attrs.evolve(
+        settings,
+        relay_url=relay_url,
+        token_env=token,
+        token_file=None,
+        providers=providers,
+        state_dir=state_dir,
+        heartbeat_interval=settings.heartbeat_interval
+        if settings.sources.get("heartbeat_interval") != "default" else 5.0,
+    )
+
+
+def curl_line(url: str, token: str, path: str, body: dict[str, Any] | None = None) -> str:
+    parts = ["curl", "-sS", "-X", "POST" if body is not None else "GET",
+             "-H", f"Authorization: Bearer {token}"]
+    if body is not None:
+        parts += ["-H", "Content-Type: application/json", "-d", json.dumps(body)]
+    parts.append(url + path)
+    return shlex.join(parts)
+
+
+def tour_lines(url: str, token: str, orch_id: str, base_dir: str) -> list[str]:
+    agent_id = "ag_demo"
+    spawn = {"provider": "command", "agentId": agent_id, "label": "demo", "cwd": base_dir,
+             "providerArgs": ["sh", "-c", "while read line; do echo \"got: $line\"; done"],
+             "tags": []}
+    return [
+        "spawn a demo agent:",
+        "  " + curl_line(url, token, f"/api/orchestrators/{orch_id}/spawn", spawn),
+        "compact it:",
+        "  " + curl_line(url, token, f"/api/agents/{agent_id}/action", {"action": "compact"}),
+        "restart it:",
+        "  " + curl_line(url, token, f"/api/agents/{agent_id}/action", {"action": "restart"}),
+        "watch it:",
+        f"  tmux -L relay-orchestrator attach -t relay-{agent_id}    (or: relay-orchestrator logs {agent_id} -f)",
+        "stop it:",
+        "  " + curl_line(url, token, f"/api/agents/{agent_id}/action", {"action": "stop"}),
+        "see the commands:",
+        "  " + curl_line(url, token, "/api/commands"),
+    ]
+
+
+async def run_dev(args: argparse.Namespace) -> None:
+    from ._app import run_orchestrator
+    from ._dev_relay import serve_dev_relay
+    from ._logging import setup_logging
+
+    token = secrets.token_urlsafe(18)
+    async with trio.open_nursery() as nursery:
+        relay = await nursery.start(
+            lambda task_status: serve_dev_relay(port=args.port, token=token,
+                                                task_status=task_status)
+        )
+        settings = dev_settings(args, relay.url, token)
+        setup_logging(settings.log_format, verbose=args.verbose)
+        async with trio.open_nursery() as orch_nursery:
+            orch = await orch_nursery.start(run_orchestrator, settings)
+            out = sys.stdout
+            print(f"dev relay:     {relay.url}", file=out)
+            print(f"token:         {token}", file=out)
+            print(f"orchestrator:  {orch.id} ({orch.agent_id}), state in {settings.state_dir}",
+                  file=out)
+            print("", file=out)
+            print("create a command (spawns an agent that echoes its input):", file=out)
+            for line in tour_lines(relay.url, token, orch.id, str(settings.base_dir.resolve())):
+                print(line, file=out)
+            print("\nCtrl-C stops the relay and the orchestrator (agents keep running).",
+                  file=out, flush=True)
+            if args.demo:
+                from ._demo import run_demo
+
+                await run_demo(relay, orch, out)
+            await _wait_signal()
+            orch.stop()
+        nursery.cancel_scope.cancel()
+
+
+async def _wait_signal() -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for _ in signals:
+            return

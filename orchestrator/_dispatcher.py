@@ -1,0 +1,199 @@
+"""The dispatcher: claim → route by type → handler → outcome in the journal.
+
+``submit`` is called synchronously by the feed for every command it reads.
+It drops what the journal has seen (at most once), writes the claim intent,
+and queues the command on its *lane*: commands about one agent (same
+``agentId``/``spawnRequestId``/``policyName``/``tmuxSession``) are claimed
+and acted on in arrival order; different lanes run concurrently, so a slow
+agent never blocks the bus.
+
+A claim that fails (5xx, refused, timeout) is retried with backoff, never
+dropped. 409 means not ours — unless an earlier attempt's answer was lost,
+in which case the command is read back: ``running`` means our claim took
+effect.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import attrs
+import trio
+
+from ._backoff import Backoff
+from ._errors import RelayAuthError, RelayConflict, RelayError, RelayNotFound, RelayUnavailable
+from ._journal import CommandState, Journal
+from ._relay_client import RelayClient
+from ._wire import Command, CommandStatus, Outcome
+
+log = logging.getLogger("relay_orchestrator.dispatcher")
+
+Handler = Callable[[Command], Awaitable[Outcome | None]]
+LANE_KEYS = ("agentId", "spawnRequestId", "policyName", "tmuxSession")
+
+
+class Rejected(Exception):
+    """Raised by a handler: the command fails with this one sentence."""
+
+
+def lane_key(command: Command) -> str:
+    params = command.params
+    if isinstance(params, dict):
+        for key in LANE_KEYS:
+            value = params.get(key)
+            if isinstance(value, str) and value:
+                return f"{key}={value}"
+    return "*" if command.type.startswith("orchestrator.") else f"cmd={command.id}"
+
+
+@attrs.define(eq=False)
+class _Lane:
+    queue: deque[tuple[Command, bool]] = attrs.field(factory=deque)
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        journal: Journal,
+        client: RelayClient,
+        handlers: dict[str, Handler],
+        *,
+        on_outcome: Callable[[], None],
+        backoff_factory: Callable[[], Backoff] = Backoff,
+    ) -> None:
+        self._journal = journal
+        self._client = client
+        self._handlers = handlers
+        self._on_outcome = on_outcome
+        self._backoff_factory = backoff_factory
+        self._lanes: dict[str, _Lane] = {}
+        self._nursery: trio.Nursery | None = None
+        self._accepting = True
+        self.acted = 0
+        self.in_flight = 0
+        self._idle = trio.Event()
+        self._idle.set()
+
+    # -- intake -------------------------------------------------------------
+    def submit(self, command: Command) -> None:
+        if not self._accepting or command.status is not CommandStatus.PENDING:
+            return
+        if not self._journal.record_intent(command.id, command.type, command.params):
+            return  # seen before: acted on at most once
+        self._enqueue(command, claim=True)
+
+    def resume(self, command: Command, *, claimed: bool) -> None:
+        """Re-enter a command the journal holds (crash recovery)."""
+        self._enqueue(command, claim=not claimed)
+
+    def _enqueue(self, command: Command, *, claim: bool) -> None:
+        assert self._nursery is not None, "dispatcher not running"
+        key = lane_key(command)
+        lane = self._lanes.get(key)
+        self.in_flight += 1
+        self._idle = trio.Event() if self._idle.is_set() else self._idle
+        if lane is None:
+            lane = self._lanes[key] = _Lane()
+            lane.queue.append((command, claim))
+            self._nursery.start_soon(self._run_lane, key, lane)
+        else:
+            lane.queue.append((command, claim))
+
+    # -- lanes ----------------------------------------------------------------
+    async def run(self, *, task_status: trio.TaskStatus[Dispatcher] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started(self)
+            await trio.sleep_forever()
+
+    def stop_accepting(self) -> None:
+        self._accepting = False
+
+    async def wait_idle(self) -> None:
+        await self._idle.wait()
+
+    async def _run_lane(self, key: str, lane: _Lane) -> None:
+        try:
+            while lane.queue:
+                command, claim = lane.queue[0]
+                try:
+                    await self._process(command, claim)
+                finally:
+                    lane.queue.popleft()
+                    self.in_flight -= 1
+                    if self.in_flight == 0:
+                        self._idle.set()
+        finally:
+            if self._lanes.get(key) is lane:
+                del self._lanes[key]
+
+    async def _process(self, command: Command, claim: bool) -> None:
+        if claim and not await self._claim(command):
+            self._journal.set_state(command.id, CommandState.DROPPED)
+            return
+        if claim:
+            self._journal.set_state(command.id, CommandState.CLAIMED)
+        outcome = await self._act(command)
+        if outcome is None:
+            return  # left running on purpose (orchestrator.upgrade)
+        self.acted += 1
+        self._journal.record_outcome(command.id, outcome.body())
+        self._on_outcome()
+
+    async def _claim(self, command: Command) -> bool:
+        backoff = self._backoff_factory()
+        answer_lost = False
+        while True:
+            try:
+                await self._client.patch_command(command.id, {"status": "running"})
+                return True
+            except RelayConflict:
+                if not answer_lost:
+                    return False
+                return await self._claimed_by_lost_answer(command)
+            except RelayNotFound:
+                log.warning("relay does not know command %s; not acting on it", command.id,
+                            extra={"commandId": command.id})
+                return False
+            except RelayUnavailable as exc:
+                answer_lost = answer_lost or exc.status is None
+                log.warning("claim of %s deferred: %s", command.id, exc,
+                            extra={"commandId": command.id})
+            except RelayAuthError as exc:
+                log.error("%s", exc)
+            except RelayError as exc:
+                log.warning("claim of %s deferred: %s", command.id, exc,
+                            extra={"commandId": command.id})
+            await backoff.sleep()
+
+    async def _claimed_by_lost_answer(self, command: Command) -> bool:
+        backoff = self._backoff_factory()
+        while True:
+            try:
+                current = await self._client.get_command(command.id)
+            except RelayNotFound:
+                return False
+            except RelayError:
+                await backoff.sleep()
+                continue
+            return isinstance(current, dict) and current.get("status") == "running"
+
+    async def _act(self, command: Command) -> Outcome | None:
+        handler = self._handlers.get(command.type)
+        if handler is None:
+            return Outcome.failed(f"unsupported command type: {command.type}")
+        try:
+            return await handler(command)
+        except Rejected as exc:
+            return Outcome.failed(str(exc))
+        except Exception as exc:  # a handler bug must not take the bus down
+            log.exception("command %s (%s) crashed its handler", command.id, command.type,
+                          extra={"commandId": command.id})
+            return Outcome.failed(f"internal error while handling {command.type}: {exc}")
+
+
+def result_dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {"value": value}

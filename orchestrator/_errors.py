@@ -1,0 +1,47 @@
+"""The project's exceptions, split by what the caller does next.
+
+    OrchestratorError
+    ├── ConfigError            fatal: bad setting or file; the CLI exits 2 naming it
+    └── RelayError             an exchange with the relay did not give an answer we can use
+        ├── RelayUnavailable   refused, timed out, 5xx, or a hanging relay: back off, retry
+        ├── RelayAuthError     401/403: log one clear error, back off, re-read the token
+        ├── RelayConflict      409: the relay refuses this state change; do not retry
+        └── RelayNotFound      404: the relay does not know the thing (re-register, or drop)
+
+Command rejections (bad params, no such agent) live in ``actors`` as
+``CommandRejected``: they become a ``failed`` settle, never an exception here.
+Third-party errors (httpx, sqlite3, tomllib) are translated at the edge with
+``raise Ours(...) from exc``.
+"""
+
+from __future__ import annotations
+
+
+class OrchestratorError(Exception):
+    """Root of every error this project raises on purpose."""
+
+
+class ConfigError(OrchestratorError):
+    """A setting, flag or file is wrong; the message names it."""
+
+
+class RelayError(OrchestratorError):
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class RelayUnavailable(RelayError):
+    pass
+
+
+class RelayAuthError(RelayError):
+    pass
+
+
+class RelayConflict(RelayError):
+    pass
+
+
+class RelayNotFound(RelayError):
+    pass

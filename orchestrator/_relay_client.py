@@ -1,0 +1,188 @@
+"""The relay client: one ``httpx.AsyncClient``, every request, auth, errors.
+
+Every answer that is not a success is translated into the ``RelayError``
+tree (``_errors.py``) so callers decide by type: retry, re-register, drop.
+Timeouts are trio cancel scopes around each request.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import trio
+
+from ._errors import (
+    RelayAuthError,
+    RelayConflict,
+    RelayError,
+    RelayNotFound,
+    RelayUnavailable,
+)
+from ._wire import Heartbeat, Registration, RegistrationAnswer, converter, unstructure
+
+log = logging.getLogger("relay_orchestrator.relay")
+
+REQUEST_TIMEOUT = 10.0
+
+
+def make_http_client(base_url: str, *, verify: str | bool = True) -> httpx.AsyncClient:
+    """The process's one HTTP client. An http:// relay needs no CA bundle."""
+    transport_verify: Any = verify if base_url.startswith("https://") else False
+    transport = httpx.AsyncHTTPTransport(
+        verify=transport_verify,
+        socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
+        limits=httpx.Limits(max_connections=32, max_keepalive_connections=16),
+    )
+    return httpx.AsyncClient(
+        base_url=base_url, transport=transport, timeout=httpx.Timeout(None), trust_env=False
+    )
+
+
+class RelayClient:
+    def __init__(
+        self,
+        base_url: str,
+        token: Callable[[], str | None],
+        *,
+        http: httpx.AsyncClient,
+        request_timeout: float = REQUEST_TIMEOUT,
+    ) -> None:
+        self.base_url = base_url
+        self._read_token = token
+        self._token: str | None = None
+        self._http = http
+        self.request_timeout = request_timeout
+
+    # -- plumbing -------------------------------------------------------------
+    def _headers(self) -> dict[str, str]:
+        if self._token is None:
+            self._token = self._read_token()
+        return {"Authorization": f"Bearer {self._token}"} if self._token else {}
+
+    def _check(self, method: str, path: str, response: httpx.Response) -> None:
+        status = response.status_code
+        if status < 400:
+            return
+        detail = _error_detail(response)
+        what = f"{method} {self.base_url}{path}: {status}{': ' + detail if detail else ''}"
+        if status in (401, 403):
+            self._token = None  # re-read the token file before the next attempt
+            raise RelayAuthError(
+                f"relay {self.base_url} refused our token ({status}); check the token file "
+                f"or RELAY_ORCHESTRATOR_TOKEN",
+                status=status,
+            )
+        if status == 404:
+            raise RelayNotFound(what, status=status)
+        if status == 409:
+            raise RelayConflict(what, status=status)
+        if status >= 500 or status in (408, 429):
+            raise RelayUnavailable(what, status=status)
+        raise RelayError(what, status=status)
+
+    async def request(self, method: str, path: str, body: Any = None) -> Any:
+        try:
+            with trio.fail_after(self.request_timeout):
+                response = await self._http.request(
+                    method,
+                    path,
+                    content=None if body is None else json.dumps(body),
+                    headers={**self._headers(), "Content-Type": "application/json"},
+                )
+        except trio.TooSlowError as exc:
+            raise RelayUnavailable(
+                f"{method} {self.base_url}{path}: no answer within {self.request_timeout:g} s"
+            ) from exc
+        except httpx.HTTPError as exc:
+            raise RelayUnavailable(f"{method} {self.base_url}{path}: {exc!r}") from exc
+        self._check(method, path, response)
+        if not response.content:
+            return None
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise RelayUnavailable(f"{method} {self.base_url}{path}: answer is not JSON") from exc
+
+    # -- the protocol -----------------------------------------------------------
+    async def register(self, registration: Registration) -> RegistrationAnswer:
+        raw = await self.request("POST", "/api/orchestrators", unstructure(registration))
+        try:
+            return converter.structure(raw, RegistrationAnswer)
+        except Exception as exc:
+            raise RelayUnavailable(f"registration answer unreadable: {raw!r}") from exc
+
+    async def heartbeat(self, orchestrator_id: str, heartbeat: Heartbeat) -> None:
+        await self.request(
+            "POST", f"/api/orchestrators/{orchestrator_id}/heartbeat", unstructure(heartbeat)
+        )
+
+    async def put_agent(self, orchestrator_id: str, agent_id: str, agent: dict[str, Any]) -> None:
+        await self.request("PUT", f"/api/orchestrators/{orchestrator_id}/agents/{agent_id}", agent)
+
+    async def patch_command(self, command_id: str, body: dict[str, Any]) -> Any:
+        return await self.request("PATCH", f"/api/commands/{command_id}", body)
+
+    async def get_command(self, command_id: str) -> Any:
+        return await self.request("GET", f"/api/commands/{command_id}")
+
+    async def pending_commands(self, target: str) -> list[Any]:
+        raw = await self.request(
+            "GET", f"/api/commands?target={_q(target)}&status=pending"
+        )
+        if isinstance(raw, dict):
+            raw = raw.get("commands", [])
+        return list(raw) if isinstance(raw, list) else []
+
+    @asynccontextmanager
+    async def stream(self, target: str) -> AsyncIterator[AsyncIterator[str]]:
+        """Open the SSE stream; yields an iterator of its lines."""
+        path = f"/api/commands/stream?target={_q(target)}"
+        try:
+            with trio.fail_after(self.request_timeout):
+                request = self._http.build_request(
+                    "GET", path, headers={**self._headers(), "Accept": "text/event-stream"}
+                )
+                response = await self._http.send(request, stream=True)
+        except trio.TooSlowError as exc:
+            raise RelayUnavailable(f"GET {self.base_url}{path}: no answer") from exc
+        except httpx.HTTPError as exc:
+            raise RelayUnavailable(f"GET {self.base_url}{path}: {exc!r}") from exc
+        try:
+            if response.status_code >= 400:
+                await response.aread()
+                self._check("GET", path, response)
+            yield _lines(response)
+        except httpx.HTTPError as exc:
+            raise RelayUnavailable(f"GET {self.base_url}{path}: {exc!r}") from exc
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(1):
+                await response.aclose()
+
+
+async def _lines(response: httpx.Response) -> AsyncIterator[str]:
+    async for line in response.aiter_lines():
+        yield line
+
+
+def _q(text: str) -> str:
+    from urllib.parse import quote
+
+    return quote(text, safe="")
+
+
+def _error_detail(response: httpx.Response) -> str:
+    try:
+        raw = response.json()
+    except ValueError:
+        return response.text[:200].strip()
+    if isinstance(raw, dict):
+        for key in ("error", "message", "detail"):
+            if isinstance(raw.get(key), str):
+                return str(raw[key])[:300]
+    return ""

@@ -1,0 +1,286 @@
+"""Settings: flag, then environment, then the TOML file, then the default.
+
+Each setting has a flag on ``run``, an environment variable and a top-level
+key in the config file (the flag's name without dashes, ``-`` as ``_``).
+Tables such as ``[providers.command]`` configure providers. The relay token
+never comes from the config file or a flag's value: only ``--token-file``
+(a file only its owner can read) or ``RELAY_ORCHESTRATOR_TOKEN``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import stat
+import tomllib
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from ._errors import ConfigError
+
+ENV_PREFIX = "RELAY_ORCHESTRATOR_"
+TOKEN_ENV = "RELAY_ORCHESTRATOR_TOKEN"
+SUPERVISOR_CHOICES = ("auto", "systemd", "launchd", "none")
+LOG_FORMATS = ("text", "json")
+
+
+def _xdg(var: str, fallback: str) -> Path:
+    value = os.environ.get(var)
+    return Path(value) if value else Path.home() / fallback
+
+
+def default_config_path() -> Path:
+    return _xdg("XDG_CONFIG_HOME", ".config") / "relay-orchestrator" / "config.toml"
+
+
+def default_state_dir() -> Path:
+    return _xdg("XDG_STATE_HOME", ".local/state") / "relay-orchestrator"
+
+
+def _positive_float(raw: object) -> float:
+    if isinstance(raw, bool):
+        raise ValueError("expected a number of seconds")
+    value = float(raw)  # type: ignore[arg-type]
+    if not value > 0 or value != value or value == float("inf"):
+        raise ValueError("expected a positive number of seconds")
+    return value
+
+
+def _path(raw: object) -> Path:
+    if not isinstance(raw, str | Path) or not str(raw):
+        raise ValueError("expected a path")
+    return Path(os.path.expanduser(str(raw)))
+
+
+def _text(raw: object) -> str:
+    if not isinstance(raw, str) or not raw:
+        raise ValueError("expected a non-empty string")
+    return raw
+
+
+def _url(raw: object) -> str:
+    text = _text(raw)
+    if not text.startswith(("http://", "https://")):
+        raise ValueError("expected an http:// or https:// URL")
+    return text.rstrip("/")
+
+
+def _choice(*choices: str) -> Callable[[object], str]:
+    def parse(raw: object) -> str:
+        if raw not in choices:
+            raise ValueError("expected one of " + ", ".join(choices))
+        return str(raw)
+
+    return parse
+
+
+def _orch_id(raw: object) -> str:
+    text = _text(raw)
+    if len(text) > 200 or any(c.isspace() or c == "/" for c in text):
+        raise ValueError("expected an id without spaces or '/', at most 200 characters")
+    return text
+
+
+def _bool(raw: object) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    if isinstance(raw, str) and raw.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+        return raw.lower() in ("1", "true", "yes", "on")
+    raise ValueError("expected true or false")
+
+
+@attrs.frozen
+class _Spec:
+    name: str  # attribute and file key
+    parse: Callable[[object], Any]
+    help: str
+    flag_type: str = "value"  # or "switch"
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.name.upper()
+
+
+SPECS: tuple[_Spec, ...] = (
+    _Spec("relay_url", _url, "relay base URL, e.g. http://127.0.0.1:8080"),
+    _Spec("token_file", _path, "file holding the relay token (mode 0600)"),
+    _Spec("id", _orch_id, "orchestrator id (default: generated once, kept in the state dir)"),
+    _Spec("base_dir", _path, "agents' working directories must lie within it (default: home)"),
+    _Spec("state_dir", _path, "durable state (default: $XDG_STATE_HOME/relay-orchestrator)"),
+    _Spec("heartbeat_interval", _positive_float, "seconds between heartbeats (default 10)"),
+    _Spec("supervisor", _choice(*SUPERVISOR_CHOICES), "auto, systemd, launchd or none"),
+    _Spec("self_unit", _text, "systemd unit or launchd label that supervises this process"),
+    _Spec("runtime_root", _path, "runtime-prefix install root (versions/, current, bin/)"),
+    _Spec("find_links", _text, "extra place for pip to look for wheels during upgrades"),
+    _Spec("index_url", _text, "package index for upgrades"),
+    _Spec("log_format", _choice(*LOG_FORMATS), "text or json (default: text on a terminal)"),
+    _Spec("stop_agents_on_exit", _bool, "stop every agent when the orchestrator exits", "switch"),
+)
+_BY_NAME = {s.name: s for s in SPECS}
+FILE_TABLES = ("providers",)
+
+
+@attrs.frozen(kw_only=True)
+class Settings:
+    relay_url: str | None
+    token_file: Path | None
+    token_env: str | None = attrs.field(repr=False)
+    id: str | None
+    base_dir: Path
+    state_dir: Path
+    heartbeat_interval: float
+    supervisor: str
+    self_unit: str | None
+    runtime_root: Path | None
+    find_links: str | None
+    index_url: str | None
+    log_format: str
+    stop_agents_on_exit: bool
+    providers: Mapping[str, Mapping[str, Any]]
+    config_path: Path | None
+    # Where each value came from (flag/env/file/default), for `status` and tests.
+    sources: Mapping[str, str] = attrs.field(factory=dict, eq=False, repr=False)
+
+    def read_token(self) -> str | None:
+        """The token, read afresh (fixing the file heals a 401 without a restart)."""
+        if self.token_file is not None:
+            return read_token_file(self.token_file)
+        return self.token_env
+
+    def as_env(self) -> dict[str, str]:
+        """The non-secret settings as environment variables (for unit files)."""
+        out: dict[str, str] = {}
+        for spec in SPECS:
+            if self.sources.get(spec.name) in (None, "default"):
+                continue
+            value = getattr(self, spec.name)
+            if value is None:
+                continue
+            out[spec.env] = ("true" if value else "false") if isinstance(value, bool) else str(value)
+        return out
+
+
+def read_token_file(path: Path) -> str:
+    try:
+        st = path.stat()
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"--token-file {path}: cannot read: {exc.strerror}") from exc
+    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ConfigError(
+            f"--token-file {path}: readable by group or others; fix with: chmod 600 {path}"
+        )
+    token = text.strip()
+    if not token:
+        raise ConfigError(f"--token-file {path}: file is empty")
+    return token
+
+
+def add_setting_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("settings (flag > environment > config file > default)")
+    group.add_argument("--config", dest="config", default=None, help="TOML config file")
+    for spec in SPECS:
+        if spec.flag_type == "switch":
+            group.add_argument(spec.flag, dest=spec.name, action="store_const", const=True,
+                               default=None, help=spec.help + f" [{spec.env}]")
+        else:
+            group.add_argument(spec.flag, dest=spec.name, default=None,
+                               help=spec.help + f" [{spec.env}]")
+
+
+def _load_file(path: Path, explicit: bool) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError as exc:
+        if explicit:
+            raise ConfigError(f"--config {path}: no such file") from exc
+        return {}
+    except OSError as exc:
+        raise ConfigError(f"config file {path}: cannot read: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path}: invalid TOML: {exc}") from exc
+    for key, value in data.items():
+        if key in FILE_TABLES:
+            if not isinstance(value, dict):
+                raise ConfigError(f"config file {path}: [{key}] must be a table")
+            continue
+        if key in ("token", "relay_token"):
+            raise ConfigError(
+                f"config file {path}: key {key!r} not allowed; the token goes in token_file "
+                f"or {TOKEN_ENV}"
+            )
+        if key not in _BY_NAME:
+            raise ConfigError(f"config file {path}: unknown key {key!r}")
+    return data
+
+
+def load_settings(
+    flags: Mapping[str, Any] | argparse.Namespace | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Resolve every setting; raises ConfigError naming the option or file."""
+    if isinstance(flags, argparse.Namespace):
+        flags = vars(flags)
+    flags = dict(flags or {})
+    environ = os.environ if environ is None else environ
+    config_flag = flags.get("config") or environ.get(ENV_PREFIX + "CONFIG")
+    config_path = _path(config_flag) if config_flag else default_config_path()
+    file_data = _load_file(config_path, explicit=bool(config_flag))
+
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for spec in SPECS:
+        for source, raw, where in (
+            ("flag", flags.get(spec.name), spec.flag),
+            ("env", environ.get(spec.env) or None, spec.env),
+            ("file", file_data.get(spec.name), f"{spec.name} in {config_path}"),
+        ):
+            if raw is None:
+                continue
+            try:
+                values[spec.name] = spec.parse(raw)
+            except (ValueError, TypeError) as exc:
+                raise ConfigError(f"{where}: invalid value {raw!r}: {exc}") from exc
+            sources[spec.name] = source
+            break
+        else:
+            sources[spec.name] = "default"
+
+    token_env = environ.get(TOKEN_ENV) or None
+    settings = Settings(
+        relay_url=values.get("relay_url"),
+        token_file=values.get("token_file"),
+        token_env=token_env.strip() if token_env else None,
+        id=values.get("id"),
+        base_dir=values.get("base_dir", Path.home()),
+        state_dir=values.get("state_dir") or default_state_dir(),
+        heartbeat_interval=values.get("heartbeat_interval", 10.0),
+        supervisor=values.get("supervisor", "auto"),
+        self_unit=values.get("self_unit"),
+        runtime_root=values.get("runtime_root"),
+        find_links=values.get("find_links"),
+        index_url=values.get("index_url"),
+        log_format=values.get("log_format") or ("text" if _isatty() else "json"),
+        stop_agents_on_exit=values.get("stop_agents_on_exit", False),
+        providers=file_data.get("providers", {}),
+        config_path=config_path if config_path.exists() else None,
+        sources=sources,
+    )
+    if settings.token_file is not None:
+        read_token_file(settings.token_file)  # fail now, with the fix in the message
+    return settings
+
+
+def _isatty() -> bool:
+    try:
+        return os.isatty(2)
+    except OSError:
+        return False

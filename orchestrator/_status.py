@@ -1,0 +1,139 @@
+"""``status``: the local view, from the status file the running process keeps.
+
+The running orchestrator rewrites ``<state_dir>/status.json`` (atomically,
+at most once a second) whenever its connection or an agent changes; this
+module reads it back and says whether that process is still alive.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+import trio
+
+from ._settings import Settings
+
+STATUS_FILE = "status.json"
+MIN_INTERVAL = 1.0
+
+
+def write_status(state_dir: Path, status: dict[str, Any]) -> None:
+    path = state_dir / STATUS_FILE
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(status, fh)
+    os.replace(tmp, path)
+
+
+class StatusWriter:
+    """Coalesces changes into at most one write a second."""
+
+    def __init__(self, state_dir: Path, snapshot: Any) -> None:
+        self._state_dir = state_dir
+        self._snapshot = snapshot
+        self._dirty = trio.Event()
+
+    def changed(self) -> None:
+        self._dirty.set()
+
+    async def run(self, *, task_status: trio.TaskStatus[StatusWriter] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started(self)
+        while True:
+            self._write()
+            await self._dirty.wait()
+            self._dirty = trio.Event()
+            await trio.sleep(MIN_INTERVAL)
+
+    def _write(self) -> None:
+        status = self._snapshot()
+        status["pid"] = os.getpid()
+        status["updatedAt"] = int(time.time() * 1000)
+        try:
+            write_status(self._state_dir, status)
+        except OSError:
+            pass
+
+
+def local_status(settings: Settings) -> dict[str, Any]:
+    path = settings.state_dir / STATUS_FILE
+    try:
+        status: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {"id": settings.id, "running": False, "version": None, "supervisor": None,
+                "relay": {"url": settings.relay_url, "connected": False}, "agents": [],
+                "stateDir": str(settings.state_dir)}
+    pid = status.get("pid")
+    alive = isinstance(pid, int) and psutil.pid_exists(pid)
+    if alive:
+        try:
+            alive = psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        except psutil.Error:
+            alive = False
+    status["running"] = alive
+    if not alive:
+        status.setdefault("relay", {})["connected"] = False
+    status["stateDir"] = str(settings.state_dir)
+    return status
+
+
+def _uptime(started_ms: object, now_ms: int) -> str:
+    if not isinstance(started_ms, int):
+        return "-"
+    seconds = max(0, (now_ms - started_ms) // 1000)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    if seconds < 86400:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 86400}d{seconds % 86400 // 3600:02d}h"
+
+
+def render_status(status: dict[str, Any], *, color: bool = False) -> str:
+    def paint(text: str, code: str) -> str:
+        return f"\033[{code}m{text}\033[0m" if color else text
+
+    relay = status.get("relay") or {}
+    state = "running" if status.get("running") else "not running"
+    conn = "connected" if relay.get("connected") else "disconnected"
+    lines = [
+        f"orchestrator {status.get('id') or '?'}  version {status.get('version') or '?'}  "
+        f"{paint(state, '32' if status.get('running') else '31')}",
+        f"supervisor   {status.get('supervisor') or '-'}"
+        + (f" ({status['selfUnit']})" if status.get("selfUnit") else ""),
+        f"relay        {relay.get('url') or '-'}  {paint(conn, '32' if relay.get('connected') else '33')}"
+        + (f"  last error: {relay['lastError']}" if relay.get("lastError") else ""),
+    ]
+    if status.get("startLimitHit"):
+        lines.append(paint(str(status["startLimitHit"]), "31"))
+    agents = status.get("agents") or []
+    lines.append(f"agents       {len(agents)}")
+    if agents:
+        now = int(time.time() * 1000)
+        rows = [("AGENT", "STATUS", "PID", "UPTIME", "RESTARTS", "LAST EXIT", "BRANCH")]
+        for agent in agents:
+            exit_info = agent.get("exit") or {}
+            last_exit = "-"
+            if exit_info:
+                last_exit = (f"signal {exit_info.get('signal')}" if exit_info.get("signal")
+                             else f"code {exit_info.get('exitCode')}")
+            workspace = agent.get("workspace") or {}
+            rows.append((
+                str(agent.get("label") or agent.get("agentId")),
+                str(agent.get("status")),
+                str(agent.get("pid") or "-"),
+                _uptime(agent.get("startedAt"), now) if agent.get("status") == "running" else "-",
+                str(agent.get("restartCount", 0)),
+                last_exit,
+                str(workspace.get("branch") or "-"),
+            ))
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        for row in rows:
+            lines.append("  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))
+    return "\n".join(lines)

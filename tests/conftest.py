@@ -1,0 +1,85 @@
+"""Shared fixtures: the real dev relay on loopback and real orchestrators on it."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+import trio
+
+from orchestrator._settings import load_settings
+
+TOKEN = "test-token-0123456789"
+FAKE_AGENT = str(Path(__file__).parent / "fake_agent.py")
+
+
+@pytest.fixture
+async def relay(nursery: trio.Nursery) -> Any:
+    from orchestrator._dev_relay import serve_dev_relay
+
+    return await nursery.start(partial(serve_dev_relay, token=TOKEN, offline_after=5.0))
+
+
+def make_settings(tmp_path: Path, relay_url: str, **overrides: Any) -> Any:
+    base = tmp_path / "base"
+    base.mkdir(exist_ok=True)
+    flags: dict[str, Any] = {
+        "relay_url": relay_url,
+        "state_dir": str(tmp_path / "state"),
+        "base_dir": str(base),
+        "supervisor": "none",
+        "heartbeat_interval": "10",
+        "log_format": "text",
+        "config": str(tmp_path / "absent.toml"),
+    }
+    providers = overrides.pop("providers", {"command": {"enabled": True, "session": "plain"}})
+    token = overrides.pop("token", TOKEN)
+    env = {"RELAY_ORCHESTRATOR_TOKEN": token} if token else {}
+    config = tmp_path / "config.toml"
+    if not config.exists():
+        config.write_text("")
+    flags["config"] = str(config)
+    flags.update({k: v for k, v in overrides.items() if not k.startswith("_")})
+    settings = load_settings(flags, environ=env)
+    return attrs.evolve(settings, providers=providers)
+
+
+StartOrch = Callable[..., Awaitable[Any]]
+
+
+@pytest.fixture
+def start_orchestrator(nursery: trio.Nursery, tmp_path: Path, relay: Any) -> StartOrch:
+    """Start an orchestrator on the test's relay; returns its handle once up."""
+    from orchestrator._app import run_orchestrator
+
+    async def start(*, settings: Any = None, extra_handlers: Any = None, **overrides: Any) -> Any:
+        settings = settings or make_settings(tmp_path, relay.url, **overrides)
+        return await nursery.start(
+            partial(run_orchestrator, settings, extra_handlers=extra_handlers)
+        )
+
+    return start
+
+
+def python_argv(*args: str) -> list[str]:
+    return [sys.executable, *args]
+
+
+@pytest.fixture
+def fake_agent_argv() -> Callable[..., list[str]]:
+    def argv(*args: str) -> list[str]:
+        return [sys.executable, FAKE_AGENT, *args]
+
+    return argv
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_ORCHESTRATOR_")}
+    env.update(extra)
+    return env

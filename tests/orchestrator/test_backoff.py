@@ -1,0 +1,78 @@
+"""Backoff and stream timing, on trio's mock clock."""
+
+from __future__ import annotations
+
+import random
+
+import trio
+import trio.testing
+
+from orchestrator._backoff import Backoff
+
+
+def test_delays_grow_double_jittered_and_cap() -> None:
+    b = Backoff(rng=random.Random(1))
+    delays = [b.next_delay() for _ in range(12)]
+    for n, d in enumerate(delays):
+        base = min(15.0, 0.25 * 2**n)
+        assert base * 0.5 <= d <= base
+    assert max(delays) <= 15.0
+    assert delays[-1] >= 7.5
+    b.success()
+    assert b.next_delay() <= 0.25
+
+
+async def test_reset_only_after_a_healthy_minute(autojump_clock: trio.testing.MockClock) -> None:
+    b = Backoff(rng=random.Random(2))
+    for _ in range(6):
+        b.next_delay()
+    b.healthy()
+    await trio.sleep(30)
+    b.healthy()
+    assert b.failures == 6
+    await trio.sleep(31)
+    b.healthy()
+    assert b.failures == 0
+
+
+class SilentStreamClient:
+    """Stands in for RelayClient.stream: connects, then says nothing, ever."""
+
+    base_url = "http://relay.test"
+
+    def __init__(self) -> None:
+        self.opened: list[float] = []
+
+    def stream(self, target: str) -> object:
+        client = self
+
+        class _Ctx:
+            async def __aenter__(self) -> object:
+                client.opened.append(trio.current_time())
+
+                async def lines() -> object:
+                    await trio.sleep_forever()
+                    yield ""  # pragma: no cover
+
+                return lines()
+
+            async def __aexit__(self, *exc: object) -> None:
+                return None
+
+        return _Ctx()
+
+
+async def test_silent_stream_is_dropped_after_45s_and_reopened(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    from orchestrator._feed import CommandFeed
+
+    client = SilentStreamClient()
+    feed = CommandFeed(client, lambda: "orch:x", lambda c: None,  # type: ignore[arg-type]
+                       backoff=Backoff(rng=random.Random(3)))
+    with trio.move_on_after(200):
+        await feed.run()
+    gaps = [b - a for a, b in zip(client.opened, client.opened[1:], strict=False)]
+    assert len(client.opened) >= 3
+    # each gap is the 45 s silence plus a jittered backoff of at most 15 s
+    assert all(45 <= g <= 45 + 15 for g in gaps)
