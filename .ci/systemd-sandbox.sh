@@ -53,6 +53,17 @@ cgroup2_root() {
 
 pid_alive() { [[ -n ${1:-} ]] && kill -0 "$1" 2>/dev/null; }
 
+# A recorded pid is ours only if it is still the same program run by the test
+# user: after a reboot or a killed session the number may belong to another.
+declare -A COMM=([manager]=systemd [dbus]=dbus-daemon)
+ours() {
+    local name=$1 pid
+    pid=$(read_pid "$name")
+    pid_alive "$pid" || return 1
+    [[ $(cat "/proc/$pid/comm" 2>/dev/null) == "${COMM[$name]}" ]] || return 1
+    [[ $(stat -c %u "/proc/$pid" 2>/dev/null) == "$(id -u "$CI_USER" 2>/dev/null)" ]]
+}
+
 read_pid() { [[ -f $STATE_DIR/$1.pid ]] && cat "$STATE_DIR/$1.pid" || true; }
 
 # The command prefix that runs argv as the test user with the sandbox's
@@ -71,7 +82,7 @@ user_prefix() {
 as_user() { user_prefix; "${USER_PREFIX[@]}" "$@"; }
 
 is_running() {
-    pid_alive "$(read_pid manager)" && pid_alive "$(read_pid dbus)" || return 1
+    ours manager && ours dbus || return 1
     local state
     state=$(as_user systemctl --user is-system-running 2>/dev/null || true)
     [[ $state == running ]]
@@ -147,7 +158,7 @@ EOF
 
     local deadline=$(( SECONDS + START_TIMEOUT )) state=""
     while (( SECONDS < deadline )); do
-        pid_alive "$(read_pid manager)" || break
+        ours manager || break
         state=$(as_user systemctl --user is-system-running 2>/dev/null || true)
         [[ $state == running ]] && break
         sleep 0.2
@@ -195,11 +206,11 @@ EOF
 stop_pid() {
     local name=$1 pid
     pid=$(read_pid "$name")
-    if pid_alive "$pid"; then
+    if ours "$name"; then
         kill -TERM "$pid" 2>/dev/null || true
         local waited=0
         while pid_alive "$pid" && (( waited++ < 50 )); do sleep 0.1; done
-        if pid_alive "$pid"; then
+        if ours "$name"; then
             say "$name (pid $pid) ignored SIGTERM; SIGKILL"
             kill -KILL "$pid" 2>/dev/null || true
         fi

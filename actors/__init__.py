@@ -1,0 +1,30 @@
+"""Actors: one per managed agent; providers; sessions; workspaces.
+
+Knows processes and agents, never HTTP or the relay: the orchestrator hands
+commands to ``AgentFleet.execute`` and takes state changes from a
+``Reporter``.
+"""
+
+from ._config import BUILTIN_PROVIDERS as BUILTIN_PROVIDERS
+from ._config import FleetConfig as FleetConfig
+from ._config import ProviderConfig as ProviderConfig
+from ._config import provider_config_from_table as provider_config_from_table
+from ._fleet import AgentFleet as AgentFleet
+from ._output import agent_log_path as agent_log_path
+from ._params import CommandRejected as CommandRejected
+from ._store import AgentStore as AgentStore
+from ._store import MemoryStore as MemoryStore
+from ._store import Reporter as Reporter
+
+__all__ = [
+    "BUILTIN_PROVIDERS",
+    "AgentFleet",
+    "AgentStore",
+    "CommandRejected",
+    "FleetConfig",
+    "MemoryStore",
+    "ProviderConfig",
+    "Reporter",
+    "agent_log_path",
+    "provider_config_from_table",
+]

@@ -151,7 +151,7 @@ async def run_orchestrator(
                 status_ref[0].changed()
 
             def on_status(line: str) -> None:
-                host.notify(status=line)
+                host.notify_status(line)
                 if status_ref:
                     status_ref[0].changed()
 
@@ -208,12 +208,12 @@ async def _serve(orch: Orchestrator, task_status: trio.TaskStatus[Orchestrator])
         await nursery.start(orch.dispatcher.run)
         unfinished = orch.journal.unfinished()
         await nursery.start(orch.presence.run)
-        orch.host.notify(ready=True, status=orch.presence.status_line())
+        orch.host.notify_ready(orch.presence.status_line())
         await nursery.start(orch.outbox.run)
         nursery.start_soon(_recover, orch, unfinished)
         await nursery.start(orch.feed.run)
         await nursery.start(orch.status_writer.run)
-        if orch.host.watchdog_interval():
+        if orch.host.watchdog:
             nursery.start_soon(_watchdog, orch)
         log.info("orchestrator %s %s up (supervisor %s); %d agents", orch.id, orch.version,
                  orch.host.name, len(orch.fleet.agents()))
@@ -223,7 +223,7 @@ async def _serve(orch: Orchestrator, task_status: trio.TaskStatus[Orchestrator])
 
 
 async def _shutdown(orch: Orchestrator, nursery: trio.Nursery) -> None:
-    orch.host.notify(stopping=True, status="stopping")
+    orch.host.notify_stopping("stopping")
     orch.dispatcher.stop_accepting()
     with trio.move_on_after(STOP_GRACE):
         await orch.dispatcher.wait_idle()
@@ -239,9 +239,9 @@ async def _shutdown(orch: Orchestrator, nursery: trio.Nursery) -> None:
 
 
 async def _watchdog(orch: Orchestrator) -> None:
-    interval = orch.host.watchdog_interval()
+    interval = orch.host.watchdog
     while True:
-        orch.host.notify(watchdog=True)
+        orch.host.notify_watchdog()
         await trio.sleep(interval / 2)
 
 

@@ -15,7 +15,6 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 import trio
 
@@ -165,7 +164,9 @@ def cmd_dev(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from ._status import local_status, render_status
 
-    settings = load_settings(args)
+    from ._cli_service import settings_with_recorded
+
+    settings = settings_with_recorded(args)
     status = local_status(settings)
     if args.json:
         print(json.dumps(status, indent=2))
@@ -180,7 +181,3 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "dev": cmd_dev,
     "status": cmd_status,
 }
-
-
-def _unused(_: Any) -> None:  # keep mypy quiet about optional imports
-    return None

@@ -3,7 +3,59 @@
 from __future__ import annotations
 
 import argparse
+import subprocess
+import sys
+
+from ._ctl import register_ctl
+from ._settings import add_setting_flags, load_settings
+from ._version import DISTRIBUTION
 
 
 def register_more(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    return None
+    p = sub.add_parser("upgrade", help="install another version the non-prefix way")
+    p.add_argument("--version", dest="target_version", required=True)
+    p.add_argument("--no-restart", action="store_true",
+                   help="leave restarting to the caller")
+    add_setting_flags(p)
+    p.set_defaults(func=cmd_upgrade)
+
+    register_ctl(sub)
+    from ._cli_service import register_service
+
+    register_service(sub)
+
+
+def cmd_upgrade(args: argparse.Namespace) -> int:
+    from ._upgrade import RUNTIME_PACKAGES  # noqa: F401  (one list of what we can install)
+    from ._version import is_semver
+
+    if not is_semver(args.target_version):
+        print(f"relay-orchestrator: --version: not a semver version: {args.target_version}",
+              file=sys.stderr)
+        return 2
+    settings = load_settings(args)
+    from ._upgrader import pip_source_args
+
+    argv = [sys.executable, "-m", "pip", "install", "--disable-pip-version-check", "-q",
+            *pip_source_args(settings), f"{DISTRIBUTION}=={args.target_version}"]
+    print(f"installing {DISTRIBUTION}=={args.target_version} …", file=sys.stderr, flush=True)
+    proc = subprocess.run(argv, capture_output=True, text=True)
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-5:])
+        print(f"relay-orchestrator: upgrade failed:\n{tail}", file=sys.stderr)
+        return 1
+    check = subprocess.run(
+        [sys.executable, "-c",
+         f"import importlib.metadata as m; print(m.version({DISTRIBUTION!r}))"],
+        capture_output=True, text=True,
+    )
+    if check.stdout.strip() != args.target_version:
+        print(f"relay-orchestrator: upgrade did not take: installed {check.stdout.strip()}",
+              file=sys.stderr)
+        return 1
+    print(f"installed {args.target_version}")
+    if not args.no_restart:
+        from ._cli_service import restart_service
+
+        return restart_service(settings)
+    return 0

@@ -9,9 +9,12 @@ the command ``failed`` itself when it is not the version that was wanted.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import attrs
+
+from . import _runtime
 
 from ._dispatcher import Handler, Rejected
 from ._version import is_semver, version_core
@@ -88,11 +91,15 @@ def settle_after_restart(orch: Orchestrator, command: Command) -> Outcome | None
         return Outcome.failed("orchestrator restarted before completing orchestrator.upgrade")
     orch.journal.set_meta(PENDING_KEY, None)
     wanted = str(pending.get("to"))
+    root = Path(pending["runtimeRoot"]) if pending.get("runtimeRoot") else None
     if orch.version == wanted:
+        if root is not None:
+            _runtime.clear_pending(root)
         log.info("upgrade %s -> %s took effect", pending.get("from"), wanted,
                  extra={"commandId": command.id})
         return None
-    reason = pending.get("reason")
+    reason = (_runtime.take_rollback_reason(root) if root is not None else None) or \
+        pending.get("reason")
     message = f"upgrade did not take effect: running {orch.version}, wanted {wanted}"
     if reason:
         message += f" ({reason})"

@@ -1,16 +1,163 @@
-"""Installing a new version and restarting decoupled (PROTOCOL.md 5, steps 3–5)."""
+"""Installing a new version and restarting decoupled (PROTOCOL.md 5, steps 3–5).
+
+1. the pending upgrade is journaled (command id, from, to, attempts);
+2. install: runtime-prefix (a fresh venv ``versions/<V>``, pip from the
+   configured index/find-links, verified by its entry point answering
+   ``--version`` with V, then an atomic switch of ``current``), or the
+   non-prefix ``relay-orchestrator upgrade --version V --no-restart``;
+3. an outcome marker in the state dir says what happened;
+4. the supervisor restarts us decoupled; this process then stops cleanly
+   and leaves the command ``running`` for the relay to settle.
+
+Any install failure settles the command ``failed`` at once with the
+installer's last lines, and removes what the attempt created.
+"""
 
 from __future__ import annotations
 
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
+import trio
+
+from . import _runtime
 from ._dispatcher import Rejected
+from ._version import DISTRIBUTION
 from ._wire import Command, Outcome
 
 if TYPE_CHECKING:
     from ._app import Orchestrator
+    from ._settings import Settings
     from ._upgrade import UpgradeRequest
+
+log = logging.getLogger("relay_orchestrator.upgrade")
+
+INSTALL_TIMEOUT = 600.0
+OUTCOME_MARKER = "upgrade-outcome.json"
+
+
+class InstallFailed(Exception):
+    pass
+
+
+def last_lines(text: str, n: int = 5) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return " | ".join(lines[-n:]) if lines else "no output"
+
+
+def pip_source_args(settings: Settings) -> list[str]:
+    args: list[str] = []
+    if settings.index_url:
+        args += ["--index-url", settings.index_url]
+    if settings.find_links:
+        args += ["--find-links", settings.find_links]  # beside the index, not instead of it
+    return args
+
+
+async def _run(argv: list[str], *, what: str) -> str:
+    log.info("%s: %s", what, " ".join(argv[:3]) + (" …" if len(argv) > 3 else ""))
+    with trio.fail_after(INSTALL_TIMEOUT):
+        proc = await trio.run_process(argv, capture_stdout=True, capture_stderr=True, check=False,
+                                      stdin=None)
+    out = proc.stdout.decode(errors="replace") + proc.stderr.decode(errors="replace")
+    if proc.returncode != 0:
+        raise InstallFailed(f"{what} failed (exit {proc.returncode}): {last_lines(out)}")
+    return out
+
+
+async def install_runtime_version(settings: Settings, root: Path, version: str,
+                                  requirement: str | None = None) -> Path:
+    """Create ``versions/<version>`` with pip; verified; ``current`` untouched."""
+    target = _runtime.version_dir(root, version)
+    if _runtime.current_target(root) == version and target.exists():
+        # An equal version is a reinstall, in place (the environment is live).
+        await _run(
+            [str(target / "bin" / "python"), "-m", "pip", "install", "--disable-pip-version-check",
+             "-q", "--force-reinstall", "--no-deps", *pip_source_args(settings),
+             requirement or f"{DISTRIBUTION}=={version}"],
+            what=f"pip reinstall {DISTRIBUTION}=={version}",
+        )
+        return target
+    if target.exists():
+        shutil.rmtree(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        await _run([_runtime.venv_python(), "-m", "venv", str(target)], what="create venv")
+        await _run(
+            [str(target / "bin" / "python"), "-m", "pip", "install", "--disable-pip-version-check",
+             "-q", *pip_source_args(settings), requirement or f"{DISTRIBUTION}=={version}"],
+            what=f"pip install {DISTRIBUTION}=={version}",
+        )
+        out = await _run([str(target / "bin" / "relay-orchestrator"), "--version"],
+                         what="verify")
+        if out.strip() != version:
+            raise InstallFailed(f"verification failed: the installed entry point reports "
+                                f"{out.strip()!r}, wanted {version}")
+    except BaseException:
+        shutil.rmtree(target, ignore_errors=True)
+        raise
+    return target
+
+
+def write_outcome_marker(state_dir: Path, **fields: object) -> None:
+    path = state_dir / OUTCOME_MARKER
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({**fields, "at": int(time.time() * 1000)}))
+    os.replace(tmp, path)
 
 
 async def perform_upgrade(orch: Orchestrator, command: Command, request: UpgradeRequest) -> Outcome | None:
-    raise Rejected("self-upgrade install is not available in this build")
+    from ._upgrade import PENDING_KEY
+
+    settings = orch.settings
+    target = request.target_version
+    pending = {"commandId": command.id, "from": orch.version, "to": target, "attempts": 1,
+               "runtimeRoot": str(settings.runtime_root) if settings.runtime_root else None}
+    orch.journal.set_meta(PENDING_KEY, pending)
+    try:
+        if settings.runtime_root is not None:
+            root = settings.runtime_root
+            await install_runtime_version(settings, root, target)
+            previous = _runtime.current_target(root) or orch.version
+            if previous != target:
+                _runtime.mark_pending(root, previous)
+                _runtime.switch_current(root, target)
+            _runtime.prune_versions(root)
+        else:
+            await _non_prefix_install(settings, target)
+    except InstallFailed as exc:
+        orch.journal.set_meta(PENDING_KEY, None)
+        write_outcome_marker(settings.state_dir, commandId=command.id, status="failed",
+                             reason=str(exc))
+        log.error("upgrade to %s failed: %s", target, exc, extra={"commandId": command.id})
+        raise Rejected(str(exc)) from exc
+    write_outcome_marker(settings.state_dir, commandId=command.id, status="installed",
+                         version=target)
+    log.info("version %s installed; restarting through %s", target, orch.host.name,
+             extra={"commandId": command.id})
+    await orch.host.restart_self()
+    orch.stop()
+    return None
+
+
+async def _non_prefix_install(settings: Settings, version: str) -> None:
+    exe = shutil.which("relay-orchestrator") or str(Path(sys.executable).parent / "relay-orchestrator")
+    if not Path(exe).exists():
+        raise InstallFailed("no upgrade command available: relay-orchestrator is not on PATH")
+    await _run([exe, "upgrade", "--version", version, "--no-restart", *pip_cli_args(settings)],
+               what="relay-orchestrator upgrade")
+
+
+def pip_cli_args(settings: Settings) -> list[str]:
+    args: list[str] = []
+    if settings.index_url:
+        args += ["--index-url", settings.index_url]
+    if settings.find_links:
+        args += ["--find-links", settings.find_links]
+    return args

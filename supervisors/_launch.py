@@ -25,7 +25,6 @@ from typing import Protocol
 import attrs
 
 
-
 @attrs.frozen(kw_only=True)
 class LaunchSpec:
     """What to start, and where its input and output go."""

@@ -17,8 +17,10 @@ an ``EnvironmentFile=`` (mode 0600, removed once the unit has started), the
 D-Bus backend in the unit's ``Environment`` property.
 
 Both start agents with ``Type=exec``: the start job completes only once the
-program has been executed, so a missing binary fails the launch, and the
-environment file has been read when it is removed.
+program has been executed, and the environment file has been read when it
+is removed. The executable is looked up before (in the process's own PATH),
+so a missing program fails the launch. An input FIFO is opened read-write
+by the process itself (``unit_exec_argv``), so that it outlives our end.
 """
 
 from __future__ import annotations
@@ -36,8 +38,8 @@ import attrs
 import trio
 
 from ._errors import LaunchError, RestartError, SupervisorConfigError, SupervisorError
+from ._host import NotifyingSupervisor
 from ._launch import Launched, LaunchSpec
-from ._notify import Notifier, watchdog_interval
 
 # How long a start or restart request may take before we call it failed.
 START_TIMEOUT = 30.0
@@ -117,6 +119,28 @@ def resolve_executable(argv0: str, cwd: Path, env: Mapping[str, str]) -> str:
     if found is None:
         raise LaunchError(f"executable not found on the process's PATH: {argv0}")
     return os.path.abspath(found)
+
+
+# Opens the FIFO read-write as fd 0, then becomes the program (same pid).
+STDIN_WRAPPER = 'exec 0<>"$0" && exec "$@"'
+
+
+def unit_exec_argv(spec: LaunchSpec) -> list[str]:
+    """The ``ExecStart`` words for ``spec``, escaped for the manager.
+
+    With a ``stdin_path`` the program's standard input is that FIFO opened
+    read-write, as ``DirectLauncher`` gives it: the process then holds a
+    writer of its own and never reads EOF when we close our end (a restart
+    of the orchestrator). ``StandardInput=file:`` would open it read-only.
+    So ``/bin/sh`` opens it and ``exec``s the program, which keeps the pid.
+    """
+    exe = resolve_executable(spec.argv[0], spec.cwd, spec.env)
+    argv = [exe, *spec.argv[1:]]
+    if spec.stdin_path is not None:
+        if not spec.stdin_path.exists():
+            raise LaunchError(f"{spec.name}: no such input FIFO: {spec.stdin_path}")
+        argv = ["/bin/sh", "-c", STDIN_WRAPPER, str(spec.stdin_path), *argv]
+    return [escape_exec_arg(a) for a in argv]
 
 
 def unit_from_cgroup(text: str) -> str | None:
@@ -259,8 +283,7 @@ class SystemdCli:
         ]
         if env_file is not None:
             argv += ["-p", f"EnvironmentFile={env_file}"]
-        stdin = f"file:{spec.stdin_path}" if spec.stdin_path is not None else "null"
-        argv += ["-p", f"StandardInput={stdin}"]
+        argv += ["-p", "StandardInput=null"]  # stdin: see unit_exec_argv()
         out = f"append:{spec.stdout_path}" if spec.stdout_path is not None else "null"
         argv += ["-p", f"StandardOutput={out}", "-p", f"StandardError={out}"]
         for prop, value in (
@@ -270,8 +293,7 @@ class SystemdCli:
         ):
             if value is not None:
                 argv += ["-p", f"{prop}={value}"]
-        exe = resolve_executable(spec.argv[0], spec.cwd, spec.env)
-        argv += ["--", escape_exec_arg(exe), *map(escape_exec_arg, spec.argv[1:])]
+        argv += ["--", *unit_exec_argv(spec)]
         return argv
 
     async def start_transient(self, spec: LaunchSpec) -> Launched:
@@ -380,14 +402,12 @@ class SystemdLauncher:
         return await self.backend.start_transient(spec)
 
 
-@attrs.define(eq=False)
-class SystemdSupervisor:
+@attrs.define(eq=False, kw_only=True)
+class SystemdSupervisor(NotifyingSupervisor):
     """We run as a systemd service (``$INVOCATION_ID``)."""
 
     self_unit: str | None
     backend: SystemdBackend
-    notifier: Notifier = attrs.field(factory=Notifier.from_env)
-    watchdog: float | None = attrs.field(factory=watchdog_interval)
     name: str = "systemd"
 
     @property
@@ -401,8 +421,9 @@ class SystemdSupervisor:
     async def restart_self(self) -> None:
         """Hand the manager one restart job for our unit, and return.
 
-        The manager then stops us (SIGTERM, ``KillMode=process``) and starts
-        the unit again; the caller goes on with its normal shutdown.
+        The manager then stops us (SIGTERM; the unit's ``KillMode=process``
+        leaves everything else alone) and starts the unit again; the caller
+        goes on with its normal shutdown.
         """
         if self.self_unit is None:
             raise RestartError("self-upgrade needs systemd or launchd supervision and a known unit")
@@ -410,18 +431,6 @@ class SystemdSupervisor:
 
     async def unit_status(self, unit: str) -> UnitStatus:
         return await self.backend.unit_status(unit)
-
-    def notify_ready(self, status: str | None = None) -> bool:
-        return self.notifier.ready(status)
-
-    def notify_status(self, status: str) -> bool:
-        return self.notifier.status(status)
-
-    def notify_stopping(self, status: str | None = None) -> bool:
-        return self.notifier.stopping(status)
-
-    def notify_watchdog(self) -> bool:
-        return self.notifier.watchdog()
 
 
 async def unit_status(unit: str, *, user: bool = True, prefer: str = "auto") -> UnitStatus:
@@ -443,6 +452,7 @@ __all__ = [
     "resolve_executable",
     "restart_helper_name",
     "service_name",
+    "unit_exec_argv",
     "unit_from_cgroup",
     "unit_status",
     "write_private_file",

@@ -100,11 +100,12 @@ async def test_heartbeats_at_the_interval(relay: Any, start_orchestrator: Any) -
 
 async def test_stream_replays_pending_commands_on_connect(relay: Any, start_orchestrator: Any) -> None:
     counter = Counter()
-    ids = [relay.create_command("orch:orch-r", "test.count", {})["id"] for _ in range(3)]
+    ids = [relay.create_command("orch:orch-r", "test.count", {"agentId": "a1"})["id"]
+           for _ in range(3)]
     await start_orchestrator(id="orch-r", extra_handlers=counter.handlers())
     for cid in ids:
         assert (await wait_settled(relay, cid))["status"] == "succeeded"
-    assert counter.calls == ids  # oldest first, each once
+    assert counter.calls == ids  # oldest first (one lane), each once
 
 
 async def test_unknown_command_type_fails_clearly(relay: Any, start_orchestrator: Any) -> None:

@@ -1,0 +1,496 @@
+"""One actor per managed agent: a task and a bounded mailbox.
+
+Commands for one agent are handled one at a time, in arrival order, by its
+actor; different agents' actors run concurrently. ``call`` puts a request in
+the mailbox and waits for its outcome. Beside the mailbox loop, a watcher
+task per process awaits its end (``_process.py``) and records it:
+``stopped`` when a stop had begun, ``exited`` otherwise.
+
+Stopping is one sequence (STYLE.md): the provider's quit input when it has
+one (half the timeout), SIGTERM to the process group, SIGKILL after
+``timeoutMs``, then the reap awaited (bounded by ``kill_grace``).
+
+When the fleet is cancelled the actors let go of their handles (FIFOs,
+pidfds) and leave their agents running; a later fleet adopts them.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import signal
+from pathlib import Path
+from typing import Any
+
+import attrs
+import psutil
+import trio
+
+from ._agent import AgentState, AgentStatus, ExitInfo, meta_of, now_ms
+from ._output import make_agent_dir
+from ._params import (
+    CommandRejected,
+    CompactParams,
+    RestartParams,
+    SpawnParams,
+    StopParams,
+    parse_spawn,
+)
+from ._plain import PlainSession
+from ._prepare import FleetContext, Launch
+from ._process import ExitStatus, Liveness, ProcessIdentity, ProcessWatch, identify, liveness, reap
+from ._providers import reload_input
+from ._session import LaunchFailed, Session
+from ._store import RECORD_VERSION
+from ._tmux import TmuxSession
+from ._workspace import Workspace, make_worktree
+
+log = logging.getLogger("actors")
+
+MAILBOX_SIZE = 16
+LAUNCH_BOUND = 30.0  # a start is shielded from cancellation, this long at most
+
+
+@attrs.define(eq=False)
+class _Request:
+    kind: str  # "spawn" | "launch" | "stop" | "restart" | "compact"
+    params: Any
+    done: trio.Event = attrs.field(factory=trio.Event)
+    result: dict[str, Any] | None = None
+    error: CommandRejected | None = None
+
+
+@attrs.define(eq=False)
+class _Running:
+    """The live process of the agent and its session."""
+
+    watch: ProcessWatch
+    session: Session
+    stopping: bool = False
+    finished: trio.Event = attrs.field(factory=trio.Event)
+
+
+class AgentActor:
+    def __init__(self, agent_id: str, ctx: FleetContext) -> None:
+        self.agent_id = agent_id
+        self._ctx = ctx
+        self.state: AgentState | None = None
+        self.params: SpawnParams | None = None
+        self._running: _Running | None = None
+        self._identity: ProcessIdentity | None = None
+        self._session_json: dict[str, Any] | None = None
+        self._nursery: trio.Nursery | None = None
+        self.pending = 0
+        self._send, self._receive = trio.open_memory_channel[_Request](MAILBOX_SIZE)
+
+    # -- the mailbox ---------------------------------------------------------
+
+    async def call(self, kind: str, params: Any) -> dict[str, Any]:
+        request = _Request(kind, params)
+        self.pending += 1
+        try:
+            try:
+                await self._send.send(request)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                raise CommandRejected("the agent fleet is not running") from None
+            await request.done.wait()
+        finally:
+            self.pending -= 1
+        if request.error is not None:
+            raise request.error
+        assert request.result is not None
+        return request.result
+
+    def close_mailbox(self) -> None:
+        self._send.close()
+
+    async def run(
+        self,
+        record: dict[str, Any] | None = None,
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                if record is not None:
+                    try:
+                        await self._adopt(record)
+                    except Exception:
+                        log.exception("could not take over agent %s", self.agent_id)
+                task_status.started()
+                async for request in self._receive:
+                    await self._serve(request)
+        finally:
+            if self._running is not None:
+                self._running.watch.close()
+                self._running.session.close()
+            while True:
+                try:
+                    request = self._receive.receive_nowait()
+                except (trio.WouldBlock, trio.EndOfChannel):
+                    break
+                request.error = CommandRejected("the agent fleet stopped before the command ran")
+                request.done.set()
+            self._receive.close()
+
+    async def _serve(self, request: _Request) -> None:
+        handlers = {
+            "spawn": self._spawn,
+            "launch": self._launch_request,
+            "stop": self._stop,
+            "restart": self._restart,
+            "compact": self._compact,
+        }
+        try:
+            request.result = await handlers[request.kind](request.params)
+        except CommandRejected as exc:
+            request.error = exc
+        except Exception as exc:
+            log.exception("agent %s: %s failed", self.agent_id, request.kind)
+            request.error = CommandRejected(f"internal error: {type(exc).__name__}: {exc}")
+        finally:
+            if not request.done.is_set():
+                if request.result is None and request.error is None:
+                    request.error = CommandRejected("the command was interrupted")
+                request.done.set()
+
+    # -- records and reports -------------------------------------------------
+
+    def _commit(self) -> None:
+        """Store and report the agent's state (after every change)."""
+        assert self.state is not None and self.params is not None
+        wire = self.state.to_wire()
+        record = {
+            "version": RECORD_VERSION,
+            "agent": wire,
+            "params": self.params.to_wire(),
+            "process": self._identity.to_json() if self._identity else None,
+            "session": self._session_json,
+        }
+        try:
+            self._ctx.store.save_agent(self.agent_id, record)
+        except Exception:
+            log.exception("could not store agent %s", self.agent_id)
+        self._ctx.reporter.agent_changed(wire)
+
+    @property
+    def live(self) -> bool:
+        return self.state is not None and self.state.status.live
+
+    def log_rotation(self) -> tuple[str, int, int] | None:
+        """(log path, max bytes, backups) of a running agent, for the fleet's sweep."""
+        if self._running is None or self._session_json is None or self.state is None:
+            return None
+        config = self._ctx.config.provider(self.state.provider)
+        if config is None:
+            return None
+        return self._session_json["log"], config.log_max_bytes, config.log_backups
+
+    # -- spawn ---------------------------------------------------------------
+
+    async def _spawn(self, params: SpawnParams) -> dict[str, Any]:
+        if self.live:
+            raise CommandRejected(f"agent already running: {self.agent_id}")
+        launch = await self._ctx.prepare(params, agent_id=self.agent_id)
+        restarts = self.state.restart_count if self.state is not None else 0
+        return await self._start(launch, restarts)
+
+    async def _launch_request(self, params: tuple[Launch, int]) -> dict[str, Any]:
+        if self.live:
+            raise CommandRejected(f"agent already running: {self.agent_id}")
+        return await self._start(*params)
+
+    async def _start(self, launch: Launch, restart_count: int) -> dict[str, Any]:
+        ctx = self._ctx
+        params = attrs.evolve(launch.params, agent_id=self.agent_id)
+        directory = make_agent_dir(ctx.config.state_dir, self.agent_id)
+        now = now_ms()
+        previous = self.state.workspace if self.state is not None else None
+        workspace = Workspace(mode="shared", requested_mode=params.workspace_mode)
+        self.params = params
+        self._identity = None
+        self.state = AgentState(
+            agent_id=self.agent_id,
+            provider=launch.provider.name,
+            status=AgentStatus.STARTING,
+            cwd=str(launch.cwd),
+            spawn_request_id=params.spawn_request_id,
+            policy_name=params.policy_name,
+            label=params.label,
+            tags=list(params.tags),
+            started_at=now,
+            last_spawn_at=now,
+            last_stop_at=self.state.last_stop_at if self.state is not None else None,
+            restart_count=restart_count,
+            workspace=workspace,
+            meta=meta_of(params, launch.session_kind),
+            provider_session_id=launch.provider_session_id,
+        )
+        cwd = launch.cwd
+        try:
+            if launch.repo is not None:
+                self._commit()  # worktrees take a while: say so
+                workspace = await make_worktree(
+                    launch.repo,
+                    agent_id=self.agent_id,
+                    worktrees_dir=ctx.config.state_dir / "worktrees",
+                    requested_mode=params.workspace_mode,
+                    previous=previous,
+                )
+                assert workspace.worktree_path is not None
+                cwd = Path(workspace.worktree_path) / launch.repo.cwd_in_repo
+                self.state.workspace = workspace
+                self.state.cwd = str(cwd)
+            if launch.session_kind == "tmux":
+                assert ctx.nursery is not None
+                await ctx.tmux.ensure(ctx.nursery)
+            with trio.CancelScope(shield=True) as scope:
+                scope.deadline = trio.current_time() + LAUNCH_BOUND
+                return self._started(launch, *await self._open_session(launch, cwd, directory))
+        except CommandRejected as exc:
+            self.state.status = AgentStatus.FAILED
+            self.state.exit = ExitInfo(
+                exit_code=None, signal=None, last_output=str(exc), at=now_ms()
+            )
+            self._commit()
+            if isinstance(exc, LaunchFailed):
+                raise
+            raise LaunchFailed(str(exc)) from None
+
+    async def _open_session(
+        self, launch: Launch, cwd: Path, directory: Path
+    ) -> tuple[Session, int]:
+        ctx = self._ctx
+        name = f"relay-{self.agent_id}"
+        if launch.session_kind == "tmux":
+            return await TmuxSession.start(
+                server=ctx.tmux, name=name, argv=launch.argv, cwd=cwd, env=launch.env,
+                directory=directory,
+            )  # fmt: skip
+        session, launched = await PlainSession.start(
+            launcher=ctx.launcher, name=name, argv=launch.argv, cwd=cwd, env=launch.env,
+            directory=directory, provider=launch.provider,
+        )  # fmt: skip
+        return session, launched.pid
+
+    def _started(self, launch: Launch, session: Session, pid: int) -> dict[str, Any]:
+        assert self.state is not None and self._nursery is not None
+        identity = identify(pid, launch.argv) or ProcessIdentity(
+            pid=pid, create_time=0.0, cmdline=tuple(launch.argv)
+        )
+        running = _Running(ProcessWatch.open_started(identity), session)
+        self._running = running
+        self._identity = identity
+        self._session_json = session.to_json()
+        self.state.status = AgentStatus.RUNNING
+        self.state.pid = pid
+        self.state.tmux_session = session.tmux_session
+        self.state.exit = None
+        self._commit()
+        self._nursery.start_soon(self._watch, running)
+        log.info("agent %s started (pid %d, %s session)", self.agent_id, pid, session.kind)
+        return {
+            "agentId": self.agent_id,
+            "spawnRequestId": self.state.spawn_request_id,
+            "pid": pid,
+            "tmuxSession": self.state.tmux_session,
+            "workspace": self.state.workspace.to_json() if self.state.workspace else None,
+        }
+
+    async def _watch(self, running: _Running) -> None:
+        status = await running.watch.wait()
+        running.watch.close()
+        status, output = await running.session.finish(status)
+        self._ended(running, running.stopping, status, output)
+
+    def _ended(
+        self, running: _Running | None, stopping: bool, status: ExitStatus, output: str
+    ) -> None:
+        assert self.state is not None
+        now = now_ms()
+        self.state.status = AgentStatus.STOPPED if stopping else AgentStatus.EXITED
+        self.state.exit = ExitInfo(
+            exit_code=status.exit_code, signal=status.signal, last_output=output, at=now
+        )
+        self.state.last_stop_at = now
+        if self._running is running:
+            self._running = None
+        self._commit()
+        if running is not None:
+            running.finished.set()
+        log.info(
+            "agent %s %s (exit code %s, signal %s)",
+            self.agent_id, self.state.status.value, status.exit_code, status.signal,
+        )  # fmt: skip
+
+    # -- stop ----------------------------------------------------------------
+
+    async def _stop(self, params: StopParams) -> dict[str, Any]:
+        await self._stop_running(params.graceful, params.timeout_ms)
+        return self._stop_result()
+
+    def _stop_result(self) -> dict[str, Any]:
+        assert self.state is not None
+        exit = self.state.exit
+        return {
+            "agentId": self.agent_id,
+            "exitCode": exit.exit_code if exit else None,
+            "signal": exit.signal if exit else None,
+        }
+
+    async def _stop_running(self, graceful: bool, timeout_ms: int | None) -> None:
+        running = self._running
+        if running is None:
+            return
+        assert self.state is not None
+        config = self._ctx.config
+        timeout = config.stop_timeout if timeout_ms is None else timeout_ms / 1000
+        watch = running.watch
+        if not watch.ended.is_set():
+            running.stopping = True
+            self.state.status = AgentStatus.STOPPING
+            self._commit()
+            provider = config.provider(self.state.provider)
+            if graceful and provider is not None and provider.quit_input:
+                with trio.move_on_after(timeout / 2):
+                    try:
+                        await running.session.send(provider.quit_input)
+                    except CommandRejected:
+                        pass
+                    await watch.ended.wait()
+                timeout /= 2
+            if graceful and not watch.ended.is_set():
+                watch.signal(signal.SIGTERM)
+                with trio.move_on_after(timeout):
+                    await watch.ended.wait()
+            if not watch.ended.is_set():
+                watch.signal(signal.SIGKILL)
+        with trio.move_on_after(config.kill_grace + timeout + 5):
+            await running.finished.wait()
+        if not running.finished.is_set():
+            raise CommandRejected(f"agent {self.agent_id} did not end after SIGKILL")
+
+    # -- restart -------------------------------------------------------------
+
+    async def _restart(self, params: RestartParams) -> dict[str, Any]:
+        assert self.state is not None and self.params is not None
+        spawn = params.restart_spawn
+        if spawn is None:  # orchestrator.restart: the last SpawnParams again
+            spawn = attrs.evolve(self.params, agent_id=self.agent_id)
+        new_id = spawn.agent_id or new_agent_id()
+        launch = await self._ctx.prepare(
+            spawn, agent_id=new_id, prefix="params.restartSpawn"
+        )  # checked completely before the agent is stopped
+        previous_pid = self.state.pid
+        await self._stop_running(params.graceful, params.timeout_ms)
+        restarts = self.state.restart_count + 1
+        if new_id == self.agent_id:
+            result = await self._start(launch, restarts)
+        else:
+            assert self._ctx.launch_elsewhere is not None
+            result = await self._ctx.launch_elsewhere(launch, restarts)
+        return {
+            "agentId": result["agentId"],
+            "spawnRequestId": result["spawnRequestId"],
+            "pid": result["pid"],
+            "previousPid": previous_pid,
+        }
+
+    # -- compact -------------------------------------------------------------
+
+    async def _compact(self, params: CompactParams) -> dict[str, Any]:
+        assert self.state is not None
+        running = self._running
+        if running is None or self.state.status is not AgentStatus.RUNNING:
+            raise CommandRejected(
+                f"agent is not running: {self.agent_id} ({self.state.status.value})"
+            )
+        files = self._ctx.memory_files(self.state, params.always_reload)
+        config = self._ctx.config.provider(self.state.provider)
+        assert config is not None
+        await self._type(running, config.compact_input)
+        await trio.sleep(config.compact_settle_seconds)
+        for path, content in files:
+            await self._type(running, reload_input(path, content))
+        return {"agentId": self.agent_id, "reloaded": [path for path, _ in files]}
+
+    async def _type(self, running: _Running, text: str) -> None:
+        if running.watch.ended.is_set():
+            raise CommandRejected(f"agent {self.agent_id} ended before it took its input")
+        timeout = self._ctx.config.input_timeout
+        with trio.move_on_after(timeout) as scope:
+            await running.session.send(text)
+        if scope.cancelled_caught:
+            raise CommandRejected(
+                f"agent {self.agent_id} did not take its input within {timeout:g} s"
+            )
+
+    # -- adoption ------------------------------------------------------------
+
+    async def _adopt(self, record: dict[str, Any]) -> None:
+        """Take over the agent a stored record describes, alive or not."""
+        self.state = state = AgentState.from_wire(record["agent"])
+        self.params = parse_spawn(record["params"])
+        process = record.get("process")
+        self._identity = ProcessIdentity.from_json(process) if process else None
+        self._session_json = record.get("session")
+        if not state.status.live:
+            return
+        session = self._reopen_session()
+        watch = ProcessWatch.open(self._identity) if self._identity else None
+        if watch is not None and session is not None:
+            assert self._nursery is not None
+            running = _Running(watch, session)
+            self._running = running
+            if state.status is not AgentStatus.RUNNING:
+                state.status = AgentStatus.RUNNING
+                self._commit()
+            self._nursery.start_soon(self._watch, running)
+            log.info("agent %s adopted (pid %s)", self.agent_id, state.pid)
+            return
+        if watch is not None:
+            watch.close()
+        status = ExitStatus()
+        if self._identity is not None and liveness(self._identity) is Liveness.ZOMBIE:
+            status = reap(self._identity.pid) or status  # our own child, still unreaped
+        output = ""
+        if session is not None:
+            status, output = await session.finish(status)
+        was_stopping = state.status is AgentStatus.STOPPING
+        self._ended(None, was_stopping, status, output)
+        if not was_stopping:
+            await self._resume_if_wanted()
+
+    def _reopen_session(self) -> Session | None:
+        data = self._session_json
+        if not data:
+            return None
+        if data.get("kind") == "tmux":
+            return TmuxSession.reopen(self._ctx.tmux, data)
+        return PlainSession.reopen(data)
+
+    async def _resume_if_wanted(self) -> None:
+        """``resume_dead_agents``: start an agent found dead again, resuming its session."""
+        assert self.state is not None and self.params is not None
+        config = self._ctx.config.provider(self.state.provider)
+        policy = config.resume_dead_agents if config is not None else "never"
+        if policy == "never":
+            return
+        if policy == "after-reboot":
+            booted = psutil.boot_time() * 1000
+            if not self.state.last_spawn_at or booted < self.state.last_spawn_at:
+                return
+        try:
+            launch = await self._ctx.prepare(
+                attrs.evolve(self.params, agent_id=self.agent_id),
+                agent_id=self.agent_id,
+                resume_session=self.state.provider_session_id,
+            )
+            await self._start(launch, self.state.restart_count + 1)
+        except CommandRejected as exc:
+            log.warning("could not resume agent %s: %s", self.agent_id, exc)
+
+
+def new_agent_id() -> str:
+    return f"ag_{secrets.token_hex(8)}"

@@ -1,0 +1,217 @@
+"""Configuration of the agent fleet and of each provider.
+
+``ProviderConfig`` is one ``[providers.<name>]`` table of the config file,
+merged over the built-in defaults of that name (``claude``, ``codex``,
+``gemini``, ``command``); a name that is not built in adds a provider of
+its own (``kind`` says how its argv is built, ``command`` what it runs).
+``FleetConfig`` is what ``AgentFleet`` needs from the orchestrator's settings.
+
+Argv styles (``kind``):
+
+- ``claude``, ``codex``, ``gemini``: the CLI's own flags for model, effort,
+  permission mode and prompt (see ``_providers.py``);
+- ``command``: ``command + args + providerArgs``; the built-in ``command``
+  provider has an empty ``command``, so ``providerArgs[0]`` is the program.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+SESSION_KINDS = ("tmux", "plain")
+RESUME_POLICIES = ("never", "after-reboot", "always")
+ARGV_KINDS = ("claude", "codex", "gemini", "command")
+WORKSPACE_MODES = ("shared", "isolated")
+
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+# systemd resource-control syntax, loosely: "4G", "512M", "80%", "infinity".
+_MEMORY = re.compile(r"^(?:\d+(?:\.\d+)?[KMGTPE]?|\d+(?:\.\d+)?%|infinity)$")
+_CPU = re.compile(r"^\d+(?:\.\d+)?%$")
+_TASKS = re.compile(r"^(?:\d+|\d+(?:\.\d+)?%|infinity)$")
+
+
+@attrs.frozen(kw_only=True)
+class ProviderConfig:
+    """How one kind of agent CLI is launched and talked to."""
+
+    name: str
+    kind: str = "command"
+    # None: the built-ins are on unless their executable is missing; `command`
+    # is off unless the config turns it on; providers added by config are on.
+    enabled: bool = True
+    session: str | None = None  # "tmux" | "plain" | None = tmux when on PATH
+    command: tuple[str, ...] = ()  # program (and fixed args); () for `command`
+    args: tuple[str, ...] = ()  # extra args right after `command`
+    compact_input: str = "/compact"
+    compact_settle_seconds: float = 10.0
+    quit_input: str | None = None  # typed before SIGTERM when set
+    memory_max: str | None = None
+    cpu_quota: str | None = None
+    tasks_max: str | None = None
+    log_max_bytes: int = 10_000_000
+    log_backups: int = 3
+    # "{sessionId}" in these is replaced by the agent's provider session id.
+    session_id_args: tuple[str, ...] = ()
+    resume_args: tuple[str, ...] = ()
+    resume_dead_agents: str = "never"
+
+    @property
+    def executable(self) -> str | None:
+        return self.command[0] if self.command else None
+
+
+BUILTIN_PROVIDERS: Mapping[str, ProviderConfig] = {
+    "claude": ProviderConfig(
+        name="claude",
+        kind="claude",
+        command=("claude",),
+        session_id_args=("--session-id", "{sessionId}"),
+        resume_args=("--resume", "{sessionId}"),
+    ),
+    "codex": ProviderConfig(name="codex", kind="codex", command=("codex",)),
+    "gemini": ProviderConfig(name="gemini", kind="gemini", command=("gemini",)),
+    "command": ProviderConfig(
+        name="command", kind="command", enabled=False, compact_settle_seconds=0.2
+    ),
+}
+
+
+def _str(key: str, value: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"{key}: expected a string")
+    if "\0" in value:
+        raise ValueError(f"{key}: must not contain NUL")
+    return value
+
+
+def _argv(key: str, value: object) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list | tuple):
+        raise ValueError(f"{key}: expected a list of strings")
+    return tuple(_str(key, item) for item in value)
+
+
+def _number(key: str, value: object, *, minimum: float, maximum: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{key}: expected a number")
+    if not minimum <= value <= maximum:
+        raise ValueError(f"{key}: must be between {minimum:g} and {maximum:g}")
+    return float(value)
+
+
+def _integer(key: str, value: object, *, minimum: int, maximum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{key}: expected an integer")
+    if not minimum <= value <= maximum:
+        raise ValueError(f"{key}: must be between {minimum} and {maximum}")
+    return value
+
+
+def _choice(key: str, value: object, choices: tuple[str, ...]) -> str:
+    text = _str(key, value)
+    if text not in choices:
+        raise ValueError(f"{key}: must be one of {', '.join(choices)}")
+    return text
+
+
+def _limit(key: str, value: object, pattern: re.Pattern[str]) -> str:
+    text = str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+    text = _str(key, text)
+    if not pattern.match(text):
+        raise ValueError(f"{key}: not in systemd syntax: {text!r}")
+    return text
+
+
+def provider_config_from_table(name: str, table: Mapping[str, Any]) -> ProviderConfig:
+    """The provider ``name`` as the config table ``table`` overrides it.
+
+    Raises ``ValueError("<key>: <reason>")`` for an unknown key or a bad value.
+    """
+    if not _NAME.match(name):
+        raise ValueError(f"{name}: a provider name is lowercase letters, digits, '_' and '-'")
+    if not isinstance(table, Mapping):
+        raise ValueError(f"{name}: expected a table")
+    base = BUILTIN_PROVIDERS.get(name) or ProviderConfig(name=name)
+    changes: dict[str, Any] = {}
+    for key, value in table.items():
+        if key == "enabled":
+            if not isinstance(value, bool):
+                raise ValueError(f"{key}: expected true or false")
+            changes[key] = value
+        elif key == "kind":
+            changes[key] = _choice(key, value, ARGV_KINDS)
+        elif key == "session":
+            changes[key] = _choice(key, value, (*SESSION_KINDS, "auto"))
+            if changes[key] == "auto":
+                changes[key] = None
+        elif key in ("command", "executable"):
+            argv = _argv(key, value)
+            if not argv or not argv[0]:
+                raise ValueError(f"{key}: must name a program")
+            changes["command"] = argv
+        elif key in ("args", "session_id_args", "resume_args"):
+            changes[key] = _argv(key, value)
+        elif key == "compact_input":
+            changes[key] = _str(key, value)
+        elif key == "quit_input":
+            changes[key] = _str(key, value) or None
+        elif key == "compact_settle_seconds":
+            changes[key] = _number(key, value, minimum=0, maximum=3600)
+        elif key == "memory_max":
+            changes[key] = _limit(key, value, _MEMORY)
+        elif key == "cpu_quota":
+            changes[key] = _limit(key, value, _CPU)
+        elif key == "tasks_max":
+            changes[key] = _limit(key, value, _TASKS)
+        elif key == "log_max_bytes":
+            changes[key] = _integer(key, value, minimum=4096, maximum=2**40)
+        elif key == "log_backups":
+            changes[key] = _integer(key, value, minimum=0, maximum=100)
+        elif key == "resume_dead_agents":
+            changes[key] = _choice(key, value, RESUME_POLICIES)
+        else:
+            raise ValueError(f"{key}: unknown key")
+    config = attrs.evolve(base, **changes)
+    if config.kind != "command" and not config.command:
+        raise ValueError(f"command: provider kind {config.kind} needs a program")
+    if name not in BUILTIN_PROVIDERS and not config.command and config.kind == "command":
+        raise ValueError("command: a provider added by config needs a program")
+    return config
+
+
+def _absolute(path: Path | str) -> Path:
+    return Path(path).expanduser().absolute()
+
+
+@attrs.frozen(kw_only=True)
+class FleetConfig:
+    """What the fleet needs from the orchestrator's settings."""
+
+    base_dir: Path = attrs.field(converter=_absolute)
+    state_dir: Path = attrs.field(converter=_absolute)
+    # Config overrides only: the built-ins exist by default.
+    providers: Mapping[str, ProviderConfig] = attrs.field(factory=dict)
+    default_workspace_mode: str = attrs.field(
+        default="shared", validator=attrs.validators.in_(WORKSPACE_MODES)
+    )
+    stop_timeout: float = 10.0  # seconds from SIGTERM (or quit input) to SIGKILL
+    # Beyond the lead's sketch, all with defaults:
+    tmux_socket: str = "relay-orchestrator"  # `tmux -L <this> attach -t relay-<agentId>`
+    kill_grace: float = 5.0  # how long to wait for the reap after SIGKILL
+    input_timeout: float = 30.0  # an agent must take its input within this
+    log_check_interval: float = 60.0  # how often output logs are checked for rotation
+    # The environment agents start from (minus the orchestrator's own
+    # variables); None: the orchestrator's environment when the fleet is made.
+    env: Mapping[str, str] | None = None
+
+    def provider(self, name: str) -> ProviderConfig | None:
+        return self.providers.get(name) or BUILTIN_PROVIDERS.get(name)
+
+    def provider_names(self) -> list[str]:
+        return sorted({*BUILTIN_PROVIDERS, *self.providers})

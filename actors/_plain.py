@@ -1,0 +1,116 @@
+"""Plain sessions: the agent as a process of its own, its input a FIFO.
+
+The process is started by the fleet's ``ProcessLauncher`` (its own session
+and process group, or its own systemd unit). Its stdin is the FIFO
+``<agent dir>/stdin``, which the orchestrator holds open read-write, so the
+agent never sees end-of-input, not even while no orchestrator runs (the
+launcher opens it read-write too). Its stdout and stderr are appended to
+``output.log``. A later orchestrator process re-opens the same FIFO.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from supervisors._launch import Launched, LaunchSpec, ProcessLauncher
+
+from ._config import ProviderConfig
+from ._output import tail
+from ._params import CommandRejected
+from ._process import ExitStatus
+from ._session import LaunchFailed, describe_launch_error
+
+
+def _open_fifo(path: Path) -> trio.lowlevel.FdStream | None:
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    return trio.lowlevel.FdStream(fd)
+
+
+class PlainSession:
+    kind = "plain"
+
+    def __init__(
+        self, *, fifo: Path, log: Path, unit: str | None, stream: trio.lowlevel.FdStream | None
+    ) -> None:
+        self._fifo = fifo
+        self._log = log
+        self._unit = unit
+        self._stream = stream
+
+    @property
+    def tmux_session(self) -> str | None:
+        return None
+
+    @classmethod
+    async def start(
+        cls,
+        *,
+        launcher: ProcessLauncher,
+        name: str,
+        argv: Sequence[str],
+        cwd: Path,
+        env: Mapping[str, str],
+        directory: Path,
+        provider: ProviderConfig,
+    ) -> tuple[PlainSession, Launched]:
+        fifo = directory / "stdin"
+        log = directory / "output.log"
+        try:
+            fifo.unlink(missing_ok=True)
+            os.mkfifo(fifo, 0o600)
+        except OSError as exc:
+            raise LaunchFailed(f"could not create the agent's input FIFO: {exc.strerror}") from exc
+        stream = _open_fifo(fifo)
+        spec = LaunchSpec(
+            name=name,
+            argv=argv,
+            cwd=cwd,
+            env=env,
+            stdin_path=fifo,
+            stdout_path=log,
+            memory_max=provider.memory_max,
+            cpu_quota=provider.cpu_quota,
+            tasks_max=provider.tasks_max,
+        )
+        try:
+            launched = await launcher.launch(spec)
+        except Exception as exc:
+            if stream is not None:
+                stream.close()
+            raise LaunchFailed(describe_launch_error(argv[0], exc)) from None
+        return cls(fifo=fifo, log=log, unit=launched.unit, stream=stream), launched
+
+    @classmethod
+    def reopen(cls, data: dict[str, Any]) -> PlainSession:
+        fifo = Path(data["fifo"])
+        return cls(fifo=fifo, log=Path(data["log"]), unit=data.get("unit"), stream=_open_fifo(fifo))
+
+    async def send(self, text: str) -> None:
+        if self._stream is None:
+            raise CommandRejected("the agent's input is not available")
+        await self._stream.send_all((text + "\n").encode())
+
+    async def finish(self, status: ExitStatus) -> tuple[ExitStatus, str]:
+        self.close()
+        return status, tail(self._log)
+
+    def close(self) -> None:
+        if self._stream is not None:
+            self._stream.close()
+            self._stream = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "fifo": str(self._fifo),
+            "log": str(self._log),
+            "unit": self._unit,
+        }

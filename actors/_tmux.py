@@ -1,0 +1,287 @@
+"""tmux sessions: an agent a person can attach to.
+
+One tmux server per fleet, on a socket of its own (``tmux -L
+relay-orchestrator``, ``FleetConfig.tmux_socket``): attach with ``tmux -L
+relay-orchestrator attach -t relay-<agentId>``. The server is started by
+the fleet's ``ProcessLauncher`` (``tmux -D``, in the foreground), so that,
+like a plain agent, it lives outside the orchestrator's own teardown (under
+systemd: in a transient unit of its own, not in the orchestrator's cgroup).
+Every client call passes ``-N``: a client never starts a server by itself.
+
+Each agent is the pane of session ``relay-<agentId>``. Neither its argv nor
+its environment goes through tmux: the pane runs ``/bin/sh <launch file>``,
+a 0600 file that removes itself, exports the agent's environment, changes
+to its cwd and ``exec``s the agent (``_exec_env.py`` stands in when an
+environment name is not a shell identifier). The pane pid is therefore the
+agent's pid. The same tmux call sets ``remain-on-exit`` (so the exit status
+survives the agent) and ``pipe-pane`` (output appended to ``output.log``)
+before tmux reads any of the pane's output.
+
+Input is pasted (``load-buffer`` from stdin, ``paste-buffer -p``, Enter),
+so nothing typed shows in any argv either.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import signal
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from supervisors._launch import LaunchSpec, ProcessLauncher
+
+from ._output import last_lines, tail
+from ._params import CommandRejected
+from ._process import ExitStatus, ProcessWatch, identify, signal_name
+from ._session import LaunchFailed
+
+WIDTH, HEIGHT = "200", "50"
+SERVER_START_TIMEOUT = 5.0
+DEAD_STATUS_TIMEOUT = 2.0
+_PANE_OWN = ("TERM", "TMUX", "TMUX_PANE")  # the pane's values win
+_SH_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_EXEC_ENV = Path(__file__).with_name("_exec_env.py")
+
+
+class TmuxError(Exception):
+    pass
+
+
+def _sh(word: str) -> str:
+    return "'" + word.replace("'", "'\\''") + "'"
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+
+
+def launch_file(
+    directory: Path, argv: Sequence[str], cwd: Path, env: Mapping[str, str]
+) -> tuple[Path, list[str]]:
+    """Write the 0600 launch file; return it and the pane's command."""
+    if all(_SH_NAME.match(name) for name in env):
+        path = directory / "launch.sh"
+        lines = [f"rm -f -- {_sh(str(path))}"]
+        lines += [
+            f"export {name}={_sh(value)}" for name, value in env.items() if name not in _PANE_OWN
+        ]
+        lines += [
+            f"cd -- {_sh(str(cwd))} || exit 127",
+            "exec " + " ".join(_sh(arg) for arg in argv),
+        ]
+        _write_private(path, ("\n".join(lines) + "\n").encode())
+        return path, ["/bin/sh", str(path)]
+    path = directory / "launch.json"
+    spec = {"argv": list(argv), "env": dict(env), "cwd": str(cwd), "keep": list(_PANE_OWN)}
+    _write_private(path, json.dumps(spec).encode())
+    return path, [sys.executable, "-I", "-S", str(_EXEC_ENV), str(path)]
+
+
+class TmuxServer:
+    """The fleet's tmux server: started once, through the launcher."""
+
+    def __init__(
+        self, *, socket: str, launcher: ProcessLauncher, env: Mapping[str, str], state_dir: Path
+    ) -> None:
+        self.socket = socket
+        self._launcher = launcher
+        self._env = dict(env)
+        self._state_dir = state_dir
+        self._lock = trio.Lock()
+        self._watch: ProcessWatch | None = None
+
+    async def command(self, *args: str, stdin: bytes = b"", check: bool = True) -> str:
+        result = await trio.run_process(
+            ["tmux", "-N", "-L", self.socket, *args],
+            stdin=stdin,
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+            env=self._env,
+        )
+        if check and result.returncode != 0:
+            raise TmuxError(result.stderr.decode(errors="replace").strip() or "tmux failed")
+        return result.stdout.decode(errors="replace")
+
+    async def server_pid(self) -> int | None:
+        try:
+            return int((await self.command("display-message", "-p", "#{pid}")).strip())
+        except (TmuxError, ValueError):
+            return None
+
+    async def nudge(self) -> None:
+        """Have the server look for ended children (a spurious SIGCHLD is harmless)."""
+        pid = await self.server_pid()
+        if pid is not None:
+            try:
+                os.kill(pid, signal.SIGCHLD)
+            except ProcessLookupError:
+                pass
+
+    async def ensure(self, nursery: trio.Nursery) -> None:
+        """Make sure the server runs (start it through the launcher if not)."""
+        async with self._lock:
+            if self._watch is not None and not self._watch.ended.is_set():
+                return
+            pid = await self.server_pid()
+            if pid is None:
+                argv = ["tmux", "-L", self.socket, "-D"]
+                try:
+                    await self._launcher.launch(
+                        LaunchSpec(
+                            name=f"relay-tmux-{self.socket}",
+                            argv=argv,
+                            cwd=self._state_dir,
+                            env=self._env,
+                            stdout_path=self._state_dir / "tmux-server.log",
+                        )
+                    )
+                except Exception as exc:
+                    raise LaunchFailed(f"could not start the tmux server: {exc}") from None
+                with trio.move_on_after(SERVER_START_TIMEOUT):
+                    while (pid := await self.server_pid()) is None:  # noqa: ASYNC110
+                        await trio.sleep(0.01)
+                if pid is None:
+                    raise LaunchFailed("the tmux server did not come up")
+            identity = identify(pid, ["tmux"])
+            if identity is None:
+                raise LaunchFailed("the tmux server ended as it started")
+            self._watch = ProcessWatch.open_started(identity)
+            nursery.start_soon(self._watch_server, self._watch)
+
+    @staticmethod
+    async def _watch_server(watch: ProcessWatch) -> None:
+        try:
+            await watch.wait()  # reaps the server when it is our child
+        finally:
+            watch.close()
+
+
+class TmuxSession:
+    kind = "tmux"
+
+    def __init__(self, *, server: TmuxServer, name: str, log: Path) -> None:
+        self._server = server
+        self._name = name
+        self._log = log
+
+    @property
+    def tmux_session(self) -> str:
+        return self._name
+
+    @property
+    def _target(self) -> str:
+        return f"={self._name}:"
+
+    @classmethod
+    async def start(
+        cls,
+        *,
+        server: TmuxServer,
+        name: str,
+        argv: Sequence[str],
+        cwd: Path,
+        env: Mapping[str, str],
+        directory: Path,
+    ) -> tuple[TmuxSession, int]:
+        session = cls(server=server, name=name, log=directory / "output.log")
+        path, command = launch_file(directory, argv, cwd, env)
+        pipe = "exec cat >> " + shlex.quote(str(session._log)).replace("#", "##")
+        args = (
+            *("new-session", "-d", "-P", "-F", "#{pane_pid}", "-s", name),
+            *("-x", WIDTH, "-y", HEIGHT, "--", *command),
+            *(";", "set-option", "-p", "-t", session._target, "remain-on-exit", "on"),
+            *(";", "pipe-pane", "-o", "-t", session._target, pipe),
+        )
+        try:
+            try:
+                output = await server.command(*args)
+            except TmuxError as exc:
+                if "duplicate session" not in str(exc):
+                    raise
+                # A dead pane left over from an earlier run of this agent.
+                await server.command("kill-session", "-t", f"={name}", check=False)
+                output = await server.command(*args)
+            return session, int(output.split()[0])
+        except (TmuxError, ValueError, IndexError) as exc:
+            path.unlink(missing_ok=True)
+            raise LaunchFailed(f"could not start agent in tmux: {exc}") from None
+
+    @classmethod
+    def reopen(cls, server: TmuxServer, data: dict[str, Any]) -> TmuxSession:
+        return cls(server=server, name=data["name"], log=Path(data["log"]))
+
+    async def send(self, text: str) -> None:
+        buffer = f"relay-{self._name}"
+        try:
+            await self._server.command(
+                *("load-buffer", "-b", buffer, "-"),
+                *(";", "paste-buffer", "-d", "-p", "-b", buffer, "-t", self._target),
+                *(";", "send-keys", "-t", self._target, "Enter"),
+                stdin=text.encode(),
+            )
+        except TmuxError as exc:
+            raise CommandRejected(f"could not type into tmux session {self._name}: {exc}") from None
+
+    async def _dead_status(self) -> ExitStatus | None:
+        """The pane's exit status once tmux has taken note of it (None: no pane)."""
+        attempt = 0
+        with trio.move_on_after(DEAD_STATUS_TIMEOUT):
+            while True:
+                try:
+                    out = await self._server.command(
+                        "display-message", "-p", "-t", self._target,
+                        "#{pane_dead}|#{pane_dead_status}|#{pane_dead_signal}",
+                    )  # fmt: skip
+                except TmuxError:
+                    return None
+                _, code, sig = (out.strip().split("|") + ["", "", ""])[:3]
+                if code.isdigit():
+                    return ExitStatus(exit_code=int(code))
+                if sig.isdigit():
+                    return ExitStatus(signal=signal_name(int(sig)))
+                # tmux has not reaped the pane yet. tmux 3.3 now and then
+                # misses a SIGCHLD when panes die close together, and would
+                # leave the pane a zombie until the next one: nudge it.
+                attempt += 1
+                if attempt % 5 == 0:
+                    await self._server.nudge()
+                await trio.sleep(0.01)
+        return ExitStatus()
+
+    async def finish(self, status: ExitStatus) -> tuple[ExitStatus, str]:
+        dead = await self._dead_status()
+        output = ""
+        if dead is not None:
+            if status.exit_code is None and status.signal is None:
+                status = dead
+            captured = await self._server.command(
+                "capture-pane", "-p", "-J", "-t", self._target, "-S", "-200", check=False
+            )
+            lines = [line for line in captured.splitlines() if not line.startswith("Pane is dead")]
+            output = last_lines("\n".join(lines))
+            await self._server.command("kill-session", "-t", f"={self._name}", check=False)
+        return status, output or tail(self._log)
+
+    def close(self) -> None:
+        pass
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "name": self._name,
+            "log": str(self._log),
+            "socket": self._server.socket,
+        }

@@ -1,0 +1,66 @@
+"""Shared bench plumbing: start an orchestrator subprocess, measure a process."""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    k = (len(ordered) - 1) * p / 100
+    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+def start_orchestrator(relay_url: str, token: str, *, heartbeat: float = 10.0,
+                       extra: list[str] | None = None, env: dict[str, str] | None = None,
+                       workdir: Path | None = None, session: str = "plain") -> tuple[subprocess.Popen[bytes], Path]:
+    work = workdir or Path(tempfile.mkdtemp(prefix="relay-bench-"))
+    (work / "base").mkdir(exist_ok=True)
+    config = work / "config.toml"
+    config.write_text(f'[providers.command]\nenabled = true\nsession = "{session}"\n')
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_ORCHESTRATOR_")}
+    full_env.update(env or {})
+    full_env["RELAY_ORCHESTRATOR_TOKEN"] = token
+    argv = [sys.executable, "-m", "orchestrator", "run", "--relay-url", relay_url,
+            "--config", str(config), "--state-dir", str(work / "state"),
+            "--base-dir", str(work / "base"), "--supervisor", "none",
+            "--heartbeat-interval", str(heartbeat), "--log-format", "json", "--id", "orch-bench",
+            *(extra or [])]
+    log = open(work / "orchestrator.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen(argv, env=full_env, stdout=log, stderr=log, cwd=work)
+    return proc, work
+
+
+def cpu_and_rss(pid: int) -> tuple[float, int]:
+    p = psutil.Process(pid)
+    t = p.cpu_times()
+    return t.user + t.system, p.memory_info().rss
+
+
+def write_json(name: str, data: dict[str, Any]) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(data, indent=2))
+    return path
+
+
+def fmt_row(label: str, value: str, target: str) -> str:
+    return f"  {label:<38} {value:>14}   target {target}"
+
+
+median = statistics.median

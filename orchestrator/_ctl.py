@@ -1,0 +1,179 @@
+"""``relay-orchestrator ctl``: drive any relay that keeps PROTOCOL.md section 6.
+
+Readable tables by default, ``--json`` for scripts; an error from the relay
+is one clear line on stderr and exit 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any
+
+import httpx
+
+from ._errors import ConfigError
+from ._settings import add_setting_flags, load_settings
+
+
+class CtlError(Exception):
+    pass
+
+
+def register_ctl(sub: Any) -> None:
+    ctl = sub.add_parser("ctl", help="drive a relay: spawn, stop, restart, compact, upgrade, list")
+    ctl_sub = ctl.add_subparsers(dest="ctl_command", metavar="ACTION", required=True,
+                                 parser_class=type(ctl))
+
+    def common(p: argparse.ArgumentParser) -> None:
+        add_setting_flags(p)
+        p.add_argument("--json", action="store_true", help="print JSON")
+        p.set_defaults(func=cmd_ctl)
+
+    p = ctl_sub.add_parser("spawn", help="spawn an agent on an orchestrator")
+    p.add_argument("orchestrator", help="orchestrator id")
+    p.add_argument("--provider", required=True)
+    p.add_argument("--cwd")
+    p.add_argument("--label")
+    p.add_argument("--agent-id")
+    p.add_argument("--model")
+    p.add_argument("--prompt")
+    p.add_argument("--workspace-mode", choices=["shared", "isolated", "inherit"])
+    p.add_argument("--tag", action="append", default=[], dest="tags")
+    p.add_argument("provider_args", nargs="*", help="providerArgs (after --)")
+    common(p)
+    for action in ("stop", "restart", "compact"):
+        p = ctl_sub.add_parser(action, help=f"{action} an agent")
+        p.add_argument("agent", help="agent id")
+        if action == "stop":
+            p.add_argument("--timeout-ms", type=int)
+        common(p)
+    p = ctl_sub.add_parser("upgrade", help="ask an orchestrator to upgrade itself")
+    p.add_argument("orchestrator")
+    p.add_argument("--version", dest="target_version", required=True)
+    p.add_argument("--force", action="store_true")
+    common(p)
+    p = ctl_sub.add_parser("agents", help="list orchestrators and their agents")
+    p.add_argument("orchestrator", nargs="?")
+    common(p)
+    p = ctl_sub.add_parser("commands", help="list commands")
+    p.add_argument("--target")
+    p.add_argument("--status")
+    common(p)
+
+
+def _client(args: argparse.Namespace) -> httpx.Client:
+    settings = load_settings(args)
+    if not settings.relay_url:
+        raise ConfigError("--relay-url is required (or RELAY_ORCHESTRATOR_RELAY_URL)")
+    token = settings.read_token()
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return httpx.Client(base_url=settings.relay_url, headers=headers, timeout=10.0,
+                        trust_env=False)
+
+
+def _call(http: httpx.Client, method: str, path: str, body: Any = None) -> Any:
+    try:
+        r = http.request(method, path, json=body)
+    except httpx.HTTPError as exc:
+        raise CtlError(f"relay {http.base_url} unreachable: {exc}") from exc
+    if r.status_code >= 400:
+        try:
+            detail = r.json().get("error") or r.text
+        except ValueError:
+            detail = r.text
+        raise CtlError(f"relay answered {r.status_code}: {str(detail).strip()[:300]}")
+    return r.json() if r.content else None
+
+
+def cmd_ctl(args: argparse.Namespace) -> int:
+    try:
+        with _client(args) as http:
+            out = _dispatch(http, args)
+    except CtlError as exc:
+        print(f"relay-orchestrator ctl: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(out, indent=2))
+    else:
+        print(_render(args.ctl_command, out))
+    return 0
+
+
+def _dispatch(http: httpx.Client, args: argparse.Namespace) -> Any:
+    action = args.ctl_command
+    if action == "spawn":
+        body: dict[str, Any] = {"provider": args.provider, "providerArgs": args.provider_args,
+                                "tags": args.tags}
+        for key, value in (("cwd", args.cwd), ("label", args.label), ("agentId", args.agent_id),
+                           ("model", args.model), ("prompt", args.prompt),
+                           ("workspaceMode", args.workspace_mode)):
+            if value is not None:
+                body[key] = value
+        return _call(http, "POST", f"/api/orchestrators/{args.orchestrator}/spawn", body)
+    if action in ("stop", "restart", "compact"):
+        body = {"action": action}
+        if getattr(args, "timeout_ms", None) is not None:
+            body["timeoutMs"] = args.timeout_ms
+        return _call(http, "POST", f"/api/agents/{args.agent}/action", body)
+    if action == "upgrade":
+        return _call(http, "POST", f"/api/orchestrators/{args.orchestrator}/action",
+                     {"action": "upgrade", "targetVersion": args.target_version,
+                      "force": args.force})
+    if action == "agents":
+        if args.orchestrator:
+            return [_call(http, "GET", f"/api/orchestrators/{args.orchestrator}")]
+        raw = _call(http, "GET", "/api/orchestrators")
+        return raw.get("orchestrators", raw) if isinstance(raw, dict) else raw
+    if action == "commands":
+        query = "&".join(f"{k}={v}" for k, v in (("target", args.target), ("status", args.status))
+                         if v)
+        raw = _call(http, "GET", "/api/commands" + (f"?{query}" if query else ""))
+        return raw.get("commands", raw) if isinstance(raw, dict) else raw
+    raise CtlError(f"unknown action {action}")
+
+
+def _table(rows: list[tuple[str, ...]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+                     for r in rows)
+
+
+def _ago(ms: Any) -> str:
+    if not isinstance(ms, int):
+        return "-"
+    s = max(0, int(time.time() - ms / 1000))
+    return f"{s}s" if s < 60 else f"{s // 60}m" if s < 3600 else f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
+def _render(action: str, out: Any) -> str:
+    if action == "agents":
+        lines = []
+        for orch in out or []:
+            lines.append(f"{orch.get('id')}  {orch.get('status')}  version {orch.get('version')}  "
+                         f"{orch.get('hostname')}  supervisor {orch.get('supervisor')}")
+            rows = [("AGENT", "LABEL", "STATUS", "PID", "UPTIME", "RESTARTS", "LAST EXIT",
+                     "BRANCH")]
+            for a in orch.get("agents") or []:
+                ex = a.get("exit") or {}
+                last = "-" if not ex else (f"signal {ex['signal']}" if ex.get("signal")
+                                           else f"code {ex.get('exitCode')}")
+                rows.append((str(a.get("agentId")), str(a.get("label") or "-"),
+                             str(a.get("status")), str(a.get("pid") or "-"),
+                             _ago(a.get("startedAt")) if a.get("status") == "running" else "-",
+                             str(a.get("restartCount", 0)), last,
+                             str((a.get("workspace") or {}).get("branch") or "-")))
+            lines.append(_table(rows) if len(rows) > 1 else "  (no agents)")
+        return "\n".join(lines) or "(no orchestrators)"
+    if action == "commands":
+        rows = [("ID", "TYPE", "TARGET", "STATUS", "AGE", "ERROR")]
+        for c in out or []:
+            rows.append((str(c.get("id")), str(c.get("type")), str(c.get("target")),
+                         str(c.get("status")), _ago(c.get("createdAt")),
+                         str(c.get("error") or "")[:60]))
+        return _table(rows)
+    if isinstance(out, dict) and "id" in out and "type" in out:
+        return f"{out['type']} command {out['id']} created ({out.get('status')})"
+    return json.dumps(out, indent=2)
