@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import secrets
 import signal
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -135,7 +136,7 @@ class AgentActor:
             self._receive.close()
 
     async def _serve(self, request: _Request) -> None:
-        handlers = {
+        handlers: dict[str, Callable[[Any], Awaitable[dict[str, Any]]]] = {
             "spawn": self._spawn,
             "launch": self._launch_request,
             "stop": self._stop,
@@ -245,9 +246,11 @@ class AgentActor:
             if launch.session_kind == "tmux":
                 assert ctx.nursery is not None
                 await ctx.tmux.ensure(ctx.nursery)
+            # From here to the record, a cancellation would lose a started agent.
             with trio.CancelScope(shield=True) as scope:
                 scope.deadline = trio.current_time() + LAUNCH_BOUND
                 return self._started(launch, *await self._open_session(launch, cwd, directory))
+            raise LaunchFailed(f"the agent did not start within {LAUNCH_BOUND:g} s")
         except CommandRejected as exc:
             self.state.status = AgentStatus.FAILED
             self.state.exit = ExitInfo(

@@ -10,8 +10,8 @@ codex      ``codex [--model M] [-c model_reasoning_effort="E"]
            [approval/sandbox flags] <providerArgs> [--] [prompt]``
 gemini     ``gemini [--model M] [--approval-mode A] <providerArgs>
            [--prompt-interactive=prompt]``
-command    ``<command> <args> <providerArgs>`` (the built-in ``command``
-           runs ``providerArgs`` itself); the prompt is not passed
+command    ``<command> <args> <providerArgs> [session args]`` (the built-in
+           ``command`` runs ``providerArgs`` itself); no prompt
 =========  ==========================================================
 
 ``providerModel`` wins over ``model``; ``permissionMode`` over
@@ -99,9 +99,12 @@ class Provider:
         """The agent's argv; ``resume`` continues provider session ``session_id``."""
         config = self.config
         argv = [*config.command, *config.args]
+        session: list[str] = []
         if session_id is not None:
             template = config.resume_args if resume else config.session_id_args
-            argv += [arg.replace("{sessionId}", session_id) for arg in template]
+            session = [arg.replace("{sessionId}", session_id) for arg in template]
+        if config.kind != "command":
+            argv += session
         model = params.provider_model or params.model
         mode = params.mode
         prompt = None if resume else params.prompt
@@ -133,8 +136,8 @@ class Provider:
             argv += params.provider_args
             if prompt:
                 argv.append(f"--prompt-interactive={prompt}")
-        else:
-            argv += params.provider_args
+        else:  # the program may come from providerArgs: session args go last
+            argv += [*params.provider_args, *session]
         if not argv or not argv[0]:
             raise CommandRejected(
                 f"invalid params.providerArgs: provider {self.name} runs providerArgs, "
@@ -151,7 +154,20 @@ def find_program(program: str, *, cwd: str, env: Mapping[str, str]) -> str | Non
     if "/" in program:
         path = os.path.join(cwd, program)
         return path if os.path.isfile(path) and os.access(path, os.X_OK) else None
-    return shutil.which(program, path=env.get("PATH", os.defpath))
+    search = env.get("PATH", os.defpath)
+    found = _found.get((program, search))
+    if found is None:
+        found = shutil.which(program, path=search)
+        if found is not None:
+            if len(_found) > 256:
+                _found.clear()
+            _found[(program, search)] = found
+    return found
+
+
+# Programs found on PATH before (a spawn is a hot path; a program removed
+# since then fails its start, which says so).
+_found: dict[tuple[str, str], str] = {}
 
 
 def reload_input(path: str, content: str) -> str:

@@ -16,8 +16,8 @@ person asks for (upgrade with the seed's safety rails, spawn, agent
 stop/restart/compact), and the state file (a JSON snapshot written off the
 request path, coalesced, atomically, and once more on shutdown).
 
-Only ``run``'s callers that serve a relay import this (hypercorn and
-starlette cost memory the orchestrator does not need).
+``relay-orchestrator run`` never imports this module: hypercorn and
+starlette cost memory the orchestrator itself does not need.
 """
 
 from __future__ import annotations
@@ -69,7 +69,6 @@ UPGRADE_PROVIDERS = ("orchestrator",)  # runtime packages an upgrade may name
 REQUESTED_BY = "dashboard"  # requestedBy / source of commands made by the action routes
 
 
-
 # -- public handle ---------------------------------------------------------------------
 
 
@@ -110,6 +109,8 @@ class DevRelay:
 
     def create_command(self, target: str, type: str, params: object, source: str = "system",
                        *, correlation_id: str | None = None) -> dict[str, Any]:
+        """A new pending command, delivered at once to the target's open streams."""
+        params = json.loads(_dumps(params))  # the relay's own copy; not JSON → TypeError now
         return self._store.create_command(target, type, params, source, correlation_id).to_json()
 
     def get_command(self, command_id: str) -> dict[str, Any] | None:
@@ -592,12 +593,26 @@ def _write_state(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+def _save(store: RelayStore, path: Path) -> None:
+    try:
+        _write_state(path, _dumps(store.snapshot()))
+    except OSError as exc:
+        log.error("dev relay cannot write its state file %s: %s", path, exc)
+
+
 async def _run_state_writer(store: RelayStore, path: Path) -> None:
     while True:
         await store.dirty.wait()
         store.dirty = trio.Event()
-        await trio.to_thread.run_sync(_write_state, path, _dumps(store.snapshot()))
-        await trio.sleep(STATE_WRITE_INTERVAL)
+        started = trio.current_time()
+        data = _dumps(store.snapshot())  # on the trio thread: the store cannot change meanwhile
+        busy = trio.current_time() - started
+        try:
+            await trio.to_thread.run_sync(_write_state, path, data)
+        except OSError as exc:  # a full disk: say so, keep serving, retry on the next change
+            log.error("dev relay cannot write its state file %s: %s", path, exc)
+        # a big state is snapshotted less often: at most a fifth of the loop's time
+        await trio.sleep(max(STATE_WRITE_INTERVAL, 4 * busy))
 
 
 # -- serving ---------------------------------------------------------------------------
@@ -646,6 +661,11 @@ async def serve_dev_relay(
         data = await trio.to_thread.run_sync(_read_state, state_file)
         if data is not None:
             store.restore(data)
+        try:  # a state file that cannot be written fails the start, not a later change
+            await trio.to_thread.run_sync(_write_state, state_file, _dumps(store.snapshot()))
+        except OSError as exc:
+            raise DevRelayStateError(f"cannot write dev relay state file {state_file}: "
+                                     f"{exc.strerror or exc}") from exc
     faults = Faults()
     app = build_app(store, faults, token, keepalive_interval)
     fd = _listen(host, port).detach()
@@ -660,4 +680,4 @@ async def serve_dev_relay(
             task_status.started(DevRelay(url=binds[0], token=token, faults=faults, store=store))
     finally:
         if state_file is not None:
-            _write_state(state_file, _dumps(store.snapshot()))
+            _save(store, state_file)  # the last changes, synchronously, even when cancelled

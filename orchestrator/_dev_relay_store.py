@@ -393,14 +393,19 @@ class RelayStore:
 
     # -- upgrades ----------------------------------------------------------------------
 
+    def _upgraded(self, command: Command) -> Orchestrator | None:
+        """The orchestrator an upgrade command is about: params, else its bus address."""
+        params = command.params if isinstance(command.params, dict) else {}
+        orch_id = params.get("orchestratorId")
+        if not isinstance(orch_id, str) and command.target.startswith("orch:"):
+            orch_id = command.target[len("orch:"):]
+        return self.orchestrators.get(orch_id) if isinstance(orch_id, str) else None
+
     def _start_upgrade(self, command: Command) -> None:
         """Any new ``orchestrator.upgrade`` (the action route's, or a test's) is tracked."""
         params = command.params if isinstance(command.params, dict) else {}
         target = params.get("targetVersion")
-        orch_id = params.get("orchestratorId")
-        if not isinstance(orch_id, str) and command.target.startswith("orch:"):
-            orch_id = command.target[len("orch:"):]
-        orch = self.orchestrators.get(orch_id) if isinstance(orch_id, str) else None
+        orch = self._upgraded(command)
         if orch is None or not isinstance(target, str):
             return
         from_version = params.get("fromVersion", orch.version)
@@ -446,23 +451,22 @@ class RelayStore:
         message = (f"upgrade timed out; orchestrator still reports {orch.version or 'unknown'} "
                    f"(wanted {up.get('desiredVersion')})")
         command = self.commands.get(str(up.get("commandId")))
-        if command is not None:
+        if command is not None and command.status in ("pending", "running"):
             self._set_status(command, "failed", result=None, error=message)
         orch.upgrade = {**up, "status": "failed", "settledAt": now_ms(), "error": message}
 
     def _settle_failed_upgrade(self, command: Command) -> None:
-        if command.type != "orchestrator.upgrade" or command.status != "failed":
+        if command.type != "orchestrator.upgrade" or command.status not in ("failed", "cancelled"):
             return
-        params = command.params if isinstance(command.params, dict) else {}
-        orch = self.orchestrators.get(str(params.get("orchestratorId")))
+        orch = self._upgraded(command)
         up = orch.upgrade if orch is not None else None
         if orch is None or up is None or up.get("status") != "pending":
             return
         if up.get("commandId") != command.id:
             return
         self._upgrade_due.pop(orch.id, None)
-        orch.upgrade = {**up, "status": "failed", "settledAt": now_ms(),
-                        "error": command.error or "orchestrator upgrade failed"}
+        error = command.error or f"orchestrator upgrade {command.status}"
+        orch.upgrade = {**up, "status": "failed", "settledAt": now_ms(), "error": error}
 
     # -- commands ----------------------------------------------------------------------
 
@@ -550,6 +554,7 @@ class RelayStore:
                     return command
                 raise RelayHTTPError(409, f"command {command.id} is {command.status}, not pending")
             self._set_status(command, status, result=None, error=None)
+            self._settle_failed_upgrade(command)  # a cancelled upgrade will not happen
         else:
             outcome = (result, None) if status == "succeeded" else (None, error)
             if command.status == status and (command.result, command.error) == outcome:

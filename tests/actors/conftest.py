@@ -250,9 +250,18 @@ def _kill(pid: int, created: float, sig: int) -> bool:
     return True
 
 
+TEST_DEADLINE = 90  # seconds: no test here may hang longer than this
+
+
+async def _deadline() -> None:
+    await trio.sleep(TEST_DEADLINE)
+    raise TimeoutError(f"test still running after {TEST_DEADLINE} s")
+
+
 @pytest.fixture
 async def harness(tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[Harness]:
     h = Harness(tmp_path, nursery)
+    nursery.start_soon(_deadline)  # bounds every await of the test, execute() included
     try:
         yield h
     finally:

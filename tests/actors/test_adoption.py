@@ -213,3 +213,39 @@ async def type_into_pane(harness: Harness, session: str, text: str) -> None:
         ["tmux", "-L", harness.tmux_socket, "send-keys", "-t", f"={session}:", text, "Enter"],
         env=harness.env,
     )
+
+
+async def test_dead_agents_resume_their_session_when_configured(harness: Harness) -> None:
+    config = harness.config(
+        command={
+            "resume_dead_agents": "always",
+            "session_id_args": ["--print", "session={sessionId}"],
+            "resume_args": ["--print", "resume={sessionId}"],
+        }
+    )
+    first = await harness.start(config)
+    record = harness.record()
+    spawned = await first.execute(
+        "agent.spawn", harness.spawn(record=record, agentId="ag_res"), "c1"
+    )
+    await record.started()
+    session_id = first.agents()[0]["providerSessionId"]
+    assert list(harness.launcher.specs[-1].argv[-2:]) == ["--print", f"session={session_id}"]
+    await harness.stop(first)
+    os.kill(spawned["pid"], signal.SIGKILL)
+    await wait_dead(spawned["pid"])
+    mark = harness.reporter.mark()
+
+    second = await harness.start(config)
+    assert harness.reporter.statuses("ag_res", mark) == ["exited", "running"]
+    (agent,) = second.agents()
+    assert agent["status"] == "running"
+    assert agent["restartCount"] == 1
+    assert agent["providerSessionId"] == session_id
+    assert await record.started() == agent["pid"] != spawned["pid"]
+    assert list(harness.launcher.specs[-1].argv[-2:]) == ["--print", f"resume={session_id}"]
+    # An agent that was asked to stop stays stopped.
+    await second.execute("agent.stop", {"agentId": "ag_res"}, "c2")
+    await harness.stop(second)
+    third = await harness.start(config)
+    assert third.agents()[0]["status"] == "stopped"

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import socket
 import stat
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -18,9 +20,9 @@ import pytest
 import trio
 import trio.testing
 
-from orchestrator._dev_relay import DevRelay, serve_dev_relay
+from orchestrator._dev_relay import DevRelay, Faults, build_app, serve_dev_relay
 from orchestrator._dev_relay_spec import openapi_document
-from orchestrator._dev_relay_store import SUBSCRIPTION_BUFFER
+from orchestrator._dev_relay_store import SUBSCRIPTION_BUFFER, RelayStore
 
 TOKEN = "dev-relay-test-token"
 WAIT = 5
@@ -156,6 +158,10 @@ async def test_spec_describes_exactly_the_routes(client: httpx.AsyncClient) -> N
     templated = {(method, path.replace("/o1", "/{id}").replace("ag_1", "{agentId}")
                   .replace("cmd_1", "{id}").replace("ws_1", "{id}")) for method, path in ROUTES}
     assert described == templated
+    app = build_app(RelayStore(), Faults(), TOKEN)
+    served = {(method, route.path) for route in app.app.routes  # type: ignore[attr-defined]
+              for method in route.methods - {"HEAD"}}
+    assert served == described
     json.dumps(openapi_document("1.2.3"))  # serialisable as is
 
 
@@ -723,6 +729,30 @@ async def test_a_failed_upgrade_command_fails_the_upgrade_state(
     assert "error" not in (relay.orchestrator("o1") or {})["upgrade"]
 
 
+async def test_an_upgrade_command_made_in_process_is_tracked_too(
+        relay: DevRelay, client: httpx.AsyncClient) -> None:
+    await register(client, supervisor="none")  # no rails in process: tests reach the orchestrator
+    command = relay.create_command("orch:o1", "orchestrator.upgrade",
+                                   {"action": "upgrade", "targetVersion": "0.5.0"})
+    state = (relay.orchestrator("o1") or {})["upgrade"]
+    assert state["commandId"] == command["id"] and state["fromVersion"] == "0.4.2"
+    await claim(client, command["id"])
+    await register(client, version="0.5.0", supervisor="none")
+    assert (relay.get_command(command["id"]) or {})["result"] == {
+        "version": "0.5.0", "fromVersion": "0.4.2"}
+    failing = relay.create_command("orch:o1", "orchestrator.upgrade", {"targetVersion": "0.6.0"})
+    await claim(client, failing["id"])
+    error = "self-upgrade needs systemd or launchd supervision and a known unit"
+    await client.patch(f"/api/commands/{failing['id']}", json={"status": "failed", "error": error})
+    state = (relay.orchestrator("o1") or {})["upgrade"]
+    assert (state["commandId"], state["status"], state["error"]) == (failing["id"], "failed", error)
+    cancelled = relay.create_command("orch:o1", "orchestrator.upgrade", {"targetVersion": "0.7.0"})
+    await client.patch(f"/api/commands/{cancelled['id']}", json={"status": "cancelled"})
+    state = (relay.orchestrator("o1") or {})["upgrade"]
+    assert (state["commandId"], state["status"], state["error"]) == (
+        cancelled["id"], "failed", "orchestrator upgrade cancelled")
+
+
 async def test_upgrade_deadline_fails_the_command(nursery: trio.Nursery) -> None:
     relay: DevRelay = await nursery.start(partial(serve_dev_relay, token=TOKEN,
                                                   upgrade_deadline=0.2))
@@ -750,12 +780,6 @@ async def test_state_file_round_trip(tmp_path: Path) -> None:
             spawned = await spawned_agent(relay, client)
             upgrade_command = (await upgrade(client, targetVersion="0.5.0")).json()
             pending = relay.create_command("orch:o1", "agent.stop", {"agentId": "ag_1"})
-            with trio.fail_after(WAIT):  # the writer catches up without a shutdown too
-                while True:
-                    saved = json.loads(state_file.read_bytes()) if state_file.exists() else {}
-                    if pending["id"] in {c["id"] for c in saved.get("commands", [])}:
-                        break
-                    await trio.sleep(0.02)
             before = relay.orchestrator("o1")
             commands_before = relay.commands()
         nursery.cancel_scope.cancel()
@@ -784,6 +808,52 @@ async def test_state_file_round_trip(tmp_path: Path) -> None:
         nursery.cancel_scope.cancel()
 
 
+async def test_state_writes_are_coalesced_in_the_background(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import orchestrator._dev_relay as module
+
+    original = module._write_state
+    writes: list[dict[str, Any]] = []
+    wrote = [trio.Event()]
+
+    def recording(path: Path, data: bytes) -> None:
+        original(path, data)
+        writes.append(json.loads(data))
+        with contextlib.suppress(RuntimeError):  # the final flush runs on the trio thread
+            trio.from_thread.run_sync(wrote[0].set)
+
+    monkeypatch.setattr(module, "_write_state", recording)
+    state_file = tmp_path / "relay.json"
+    async with trio.open_nursery() as nursery:
+        relay: DevRelay = await nursery.start(partial(serve_dev_relay, token=TOKEN,
+                                                      state_file=state_file))
+        assert [w["commands"] for w in writes] == [[]]  # the start-up write
+        writes.clear()
+        wrote[0] = trio.Event()
+        ids = [relay.create_command("orch:o1", "agent.stop", {"i": i})["id"] for i in range(200)]
+        with trio.fail_after(WAIT):
+            await wrote[0].wait()
+        assert len(writes) == 1  # 200 changes, one write
+        on_disk = json.loads(state_file.read_bytes())
+        assert [c["id"] for c in on_disk["commands"]] == ids
+        wrote[0] = trio.Event()
+        relay.create_command("orch:o1", "agent.stop", {})
+        with trio.fail_after(WAIT):
+            await wrote[0].wait()
+        assert len(writes[-1]["commands"]) == 201
+        nursery.cancel_scope.cancel()
+    assert len(writes[-1]["commands"]) == 201  # flushed once more on the way out
+
+
+async def test_a_taken_port_is_one_clear_error() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(OSError, match=f"dev relay cannot listen on 127.0.0.1:{port}"):
+            await serve_dev_relay(token=TOKEN, port=port)
+
+
 async def test_a_corrupt_state_file_fails_start_up(tmp_path: Path) -> None:
     from orchestrator._dev_relay import DevRelayStateError
 
@@ -796,3 +866,5 @@ async def test_a_corrupt_state_file_fails_start_up(tmp_path: Path) -> None:
     async with trio.open_nursery() as nursery:
         with pytest.raises(DevRelayStateError, match="not a dev relay state file"):
             await nursery.start(partial(serve_dev_relay, token=TOKEN, state_file=state_file))
+    with pytest.raises(DevRelayStateError, match="cannot write dev relay state file"):
+        await serve_dev_relay(token=TOKEN, state_file=tmp_path / "missing-dir" / "relay.json")
