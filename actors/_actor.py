@@ -149,7 +149,10 @@ class AgentActor:
             request.error = exc
         except Exception as exc:
             log.exception("agent %s: %s failed", self.agent_id, request.kind)
-            request.error = CommandRejected(f"internal error: {type(exc).__name__}: {exc}")
+            # The message stays in the log: it might quote anything.
+            request.error = CommandRejected(
+                f"internal error ({type(exc).__name__}); the orchestrator's log has the details"
+            )
         finally:
             if not request.done.is_set():
                 if request.result is None and request.error is None:
@@ -382,6 +385,8 @@ class AgentActor:
         if spawn is None:  # orchestrator.restart: the last SpawnParams again
             spawn = attrs.evolve(self.params, agent_id=self.agent_id)
         new_id = spawn.agent_id or new_agent_id()
+        if new_id != self.agent_id and self._ctx.is_live(new_id):
+            raise CommandRejected(f"agent already running: {new_id}")
         launch = await self._ctx.prepare(
             spawn, agent_id=new_id, prefix="params.restartSpawn"
         )  # checked completely before the agent is stopped

@@ -91,6 +91,7 @@ class AgentFleet:
             tmux_available=shutil.which("tmux", path=env.get("PATH")) is not None,
         )
         self._ctx.launch_elsewhere = self._launch_elsewhere
+        self._ctx.is_live = self._is_live
         self._actors: dict[str, AgentActor] = {}
         self._nursery: trio.Nursery | None = None
 
@@ -211,6 +212,10 @@ class AgentFleet:
             return await actor.call(kind, params)
         finally:
             self._forget(actor)
+
+    def _is_live(self, agent_id: str) -> bool:
+        actor = self._actors.get(agent_id)
+        return actor is not None and actor.live
 
     async def _launch_elsewhere(self, launch: Launch, restart_count: int) -> dict[str, Any]:
         return await self._call_new(launch.agent_id, "launch", (launch, restart_count))

@@ -65,6 +65,8 @@ class FleetContext:
     nursery: trio.Nursery | None = None
     # Starts a prepared launch under another agentId (restart to a new id).
     launch_elsewhere: Callable[[Launch, int], Awaitable[dict[str, object]]] | None = None
+    # Whether the agent with this id is alive (starting, running, stopping).
+    is_live: Callable[[str], bool] = lambda agent_id: False
 
     @property
     def path(self) -> str | None:

@@ -40,7 +40,7 @@ from supervisors._launch import LaunchSpec, ProcessLauncher
 from ._output import last_lines, tail
 from ._params import CommandRejected
 from ._process import ExitStatus, ProcessWatch, identify, signal_name
-from ._session import LaunchFailed
+from ._session import ORCHESTRATOR_ONLY, LaunchFailed
 
 WIDTH, HEIGHT = "200", "50"
 SERVER_START_TIMEOUT = 5.0
@@ -62,7 +62,9 @@ def _write_private(path: Path, data: bytes) -> None:
     path.unlink(missing_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
-        os.write(fd, data)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
     finally:
         os.close(fd)
 
@@ -74,6 +76,8 @@ def launch_file(
     if all(_SH_NAME.match(name) for name in env):
         path = directory / "launch.sh"
         lines = [f"rm -f -- {_sh(str(path))}"]
+        # Whatever the server's own environment holds, never the orchestrator's.
+        lines.append("unset " + " ".join(sorted(ORCHESTRATOR_ONLY - {*env, *_PANE_OWN})))
         lines += [
             f"export {name}={_sh(value)}" for name, value in env.items() if name not in _PANE_OWN
         ]
@@ -235,8 +239,11 @@ class TmuxSession:
         except TmuxError as exc:
             raise CommandRejected(f"could not type into tmux session {self._name}: {exc}") from None
 
-    async def _dead_status(self) -> ExitStatus | None:
-        """The pane's exit status once tmux has taken note of it (None: no pane)."""
+    async def _remains(self) -> tuple[ExitStatus, str] | None:
+        """The dead pane's exit status and last lines (None: no such pane).
+
+        One tmux call reads both, once tmux has taken note of the exit.
+        """
         attempt = 0
         with trio.move_on_after(DEAD_STATUS_TIMEOUT):
             while True:
@@ -244,14 +251,21 @@ class TmuxSession:
                     out = await self._server.command(
                         "display-message", "-p", "-t", self._target,
                         "#{pane_dead}|#{pane_dead_status}|#{pane_dead_signal}",
+                        ";", "capture-pane", "-p", "-J", "-t", self._target, "-S", "-200",
                     )  # fmt: skip
                 except TmuxError:
                     return None
-                _, code, sig = (out.strip().split("|") + ["", "", ""])[:3]
-                if code.isdigit():
-                    return ExitStatus(exit_code=int(code))
-                if sig.isdigit():
-                    return ExitStatus(signal=signal_name(int(sig)))
+                first, _, captured = out.partition("\n")
+                _, code, sig = (first.strip().split("|") + ["", "", ""])[:3]
+                if code.isdigit() or sig.isdigit():
+                    lines = [
+                        line
+                        for line in captured.splitlines()
+                        if not line.startswith("Pane is dead")
+                    ]
+                    if code.isdigit():
+                        return ExitStatus(exit_code=int(code)), last_lines("\n".join(lines))
+                    return ExitStatus(signal=signal_name(int(sig))), last_lines("\n".join(lines))
                 # tmux has not reaped the pane yet. tmux 3.3 now and then
                 # misses a SIGCHLD when panes die close together, and would
                 # leave the pane a zombie until the next one: nudge it.
@@ -259,19 +273,15 @@ class TmuxSession:
                 if attempt % 5 == 0:
                     await self._server.nudge()
                 await trio.sleep(0.01)
-        return ExitStatus()
+        return ExitStatus(), ""
 
     async def finish(self, status: ExitStatus) -> tuple[ExitStatus, str]:
-        dead = await self._dead_status()
+        remains = await self._remains()
         output = ""
-        if dead is not None:
+        if remains is not None:
+            dead, output = remains
             if status.exit_code is None and status.signal is None:
                 status = dead
-            captured = await self._server.command(
-                "capture-pane", "-p", "-J", "-t", self._target, "-S", "-200", check=False
-            )
-            lines = [line for line in captured.splitlines() if not line.startswith("Pane is dead")]
-            output = last_lines("\n".join(lines))
             await self._server.command("kill-session", "-t", f"={self._name}", check=False)
         return status, output or tail(self._log)
 

@@ -235,7 +235,8 @@ async def _shutdown(orch: Orchestrator, nursery: trio.Nursery) -> None:
                 pass
     await orch.outbox.flush(FLUSH_GRACE)
     nursery.cancel_scope.cancel()
-    log.info("orchestrator %s stopped; agents left running", orch.id)
+    log.info("orchestrator %s stopped; %s", orch.id,
+             "its agents stopped" if orch.settings.stop_agents_on_exit else "agents left running")
 
 
 async def _watchdog(orch: Orchestrator) -> None:

@@ -87,8 +87,15 @@ def _exec_argv() -> list[str]:
     return [sys.executable, "-m", "orchestrator"]
 
 
-def _project_requirement(version: str) -> str:
-    """Where this installation came from: a local project directory, or the index."""
+def _project_requirement(version: str, settings: Settings | None = None) -> str:
+    """What ``install --runtime-root`` asks pip for: its own version.
+
+    From the configured find-links or index when there is one (pip looks
+    there beside its default index); else from the local project this
+    installation came from, else the index.
+    """
+    if settings is not None and (settings.find_links or settings.index_url):
+        return f"{DISTRIBUTION}=={version}"
     try:
         dist = metadata.distribution(DISTRIBUTION)
         raw = dist.read_text("direct_url.json")
@@ -137,7 +144,7 @@ def cmd_install(args: argparse.Namespace) -> int:
         if settings.runtime_root:
             root = settings.runtime_root.resolve()
             print(f"would create {root}/versions/{version} (python -m venv; pip install "
-                  f"{_project_requirement(version)})")
+                  f"{_project_requirement(version, settings)})")
             print(f"would write {root}/bin/relay-orchestrator (stable entry) and point "
                   f"{root}/current at versions/{version}")
         print(f"would write {config_dir() / INSTALLED_ENV} (mode 0600):")
@@ -175,7 +182,7 @@ def _install_runtime(settings: Settings, version: str) -> None:
     try:
         if _runtime.current_target(root) != version:
             trio.run(install_runtime_version, settings, root, version,
-                     _project_requirement(version))
+                     _project_requirement(version, settings))
     except InstallFailed as exc:
         raise SystemExit(f"relay-orchestrator: runtime install failed: {exc}") from exc
     _runtime.write_stable_entry(root)
@@ -239,7 +246,7 @@ def restart_service(settings: Settings) -> int:
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
-    from actors import find_agent_log, follow_log, tail_log
+    from ._agent_logs import find_agent_log, follow_log, tail_log
 
     settings = settings_with_recorded(args)
     path = find_agent_log(settings.state_dir, args.agent)

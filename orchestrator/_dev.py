@@ -34,6 +34,8 @@ def dev_settings(args: argparse.Namespace, relay_url: str, token: str) -> Settin
         token_file=None,
         providers=providers,
         state_dir=state_dir,
+        # A trial run leaves nothing behind: its agents stop with it.
+        stop_agents_on_exit=True,
         heartbeat_interval=settings.heartbeat_interval
         if settings.sources.get("heartbeat_interval") != "default" else 5.0,
     )
@@ -51,8 +53,8 @@ def curl_line(url: str, token: str, path: str, body: dict[str, Any] | None = Non
 def tour_lines(url: str, token: str, orch_id: str, base_dir: str) -> list[str]:
     agent_id = "ag_demo"
     spawn = {"provider": "command", "agentId": agent_id, "label": "demo", "cwd": base_dir,
-             "providerArgs": ["sh", "-c", "while read line; do echo \"got: $line\"; done"],
-             "tags": []}
+             "providerArgs": [sys.executable, "-m", "orchestrator._demo_agent"],
+             "tags": ["memory-reload:NOTES.md"]}
     return [
         "spawn a demo agent:",
         "  " + curl_line(url, token, f"/api/orchestrators/{orch_id}/spawn", spawn),
@@ -93,7 +95,7 @@ async def run_dev(args: argparse.Namespace) -> None:
             print("create a command (spawns an agent that echoes its input):", file=out)
             for line in tour_lines(relay.url, token, orch.id, str(settings.base_dir.resolve())):
                 print(line, file=out)
-            print("\nCtrl-C stops the relay and the orchestrator (agents keep running).",
+            print("\nCtrl-C stops the relay, the orchestrator and its agents.",
                   file=out, flush=True)
             if args.demo:
                 from ._demo import run_demo

@@ -335,8 +335,15 @@ async def test_invalid_restart_spawn_leaves_the_agent_running(harness: Harness) 
                 "agent.restart", {"agentId": "ag_keep", "restartSpawn": bad_spawn}, "c3"
             )
         assert str(caught.value) == error
+    await fleet.execute("agent.spawn", harness.spawn(agentId="ag_other"), "c4")
+    with pytest.raises(CommandRejected, match="^agent already running: ag_other$"):
+        await fleet.execute(
+            "agent.restart",
+            {"agentId": "ag_keep", "restartSpawn": harness.spawn(agentId="ag_other")},
+            "c5",
+        )
     assert alive(result["pid"])
-    assert fleet.agents()[0]["status"] == "running"
+    assert {agent["status"] for agent in fleet.agents()} == {"running"}
     assert harness.reporter.statuses("ag_keep") == ["running"]
 
 

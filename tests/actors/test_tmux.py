@@ -141,3 +141,17 @@ async def test_stale_session_of_the_same_name_is_replaced(harness: Harness) -> N
     assert await record.started() == result["pid"]
     with pytest.raises(CommandRejected, match="^agent already running: ag_st$"):
         await fleet.execute("agent.spawn", harness.spawn(agentId="ag_st"), "c2")
+
+
+async def test_the_servers_own_environment_never_leaks_the_token(harness: Harness) -> None:
+    fleet = await harness.start(harness.config(session="tmux"))
+    await fleet.execute("agent.spawn", harness.spawn("--exit", "0", agentId="ag_w"), "c0")
+    await harness.reporter.wait_for("ag_w", "exited")
+    # A server someone else started may carry anything in its global environment.
+    await tmux(harness, "set-environment", "-g", "RELAY_ORCHESTRATOR_TOKEN", "leaked")
+    record = harness.record()
+    params = harness.spawn("--env", "RELAY_ORCHESTRATOR_TOKEN", "--env", "TERM", record=record)
+    await fleet.execute("agent.spawn", params, "c1")
+    lines = await record.until(lambda line: line.startswith("started "))
+    assert "env RELAY_ORCHESTRATOR_TOKEN unset" in lines
+    assert any(line.startswith(("env TERM=screen", "env TERM=tmux")) for line in lines)
