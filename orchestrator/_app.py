@@ -75,7 +75,21 @@ def fleet_config(settings: Settings) -> actors.FleetConfig:
         base_dir=settings.base_dir.resolve(),
         state_dir=settings.state_dir,
         providers=providers,
+        tmux_socket=tmux_socket(settings),
     )
+
+
+def tmux_socket(settings: Settings) -> str:
+    """``relay-orchestrator`` for the host's orchestrator; one of its own for any other
+    state dir (a ``dev`` run, a test), so that two never share agents' sessions."""
+    from ._settings import default_state_dir
+
+    if settings.state_dir.resolve() == default_state_dir().resolve():
+        return "relay-orchestrator"
+    import hashlib
+
+    digest = hashlib.sha1(str(settings.state_dir.resolve()).encode()).hexdigest()[:8]
+    return f"relay-orchestrator-{digest}"
 
 
 @attrs.define(eq=False)

@@ -15,6 +15,7 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import trio
 
@@ -99,7 +100,14 @@ async def _run_until_signal(settings: Settings) -> None:
     from ._app import run_orchestrator
 
     async with trio.open_nursery() as nursery:
-        orch = await nursery.start(run_orchestrator, settings)
+
+        async def run(*, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
+            await run_orchestrator(settings, task_status=task_status)
+            # Stopped from inside (a self-upgrade, after STOPPING=1): exit now; the
+            # supervisor sends no signal to a service that said it is stopping.
+            nursery.cancel_scope.cancel()
+
+        orch = await nursery.start(run)
         nursery.start_soon(_stop_on_signal, orch.stop)
 
 

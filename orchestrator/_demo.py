@@ -88,6 +88,9 @@ async def run_demo(relay: Any, orch: Any, out: TextIO = sys.stdout) -> dict[str,
     session = done["result"].get("tmuxSession")
     say(f"\ndemo done: ag_demo is running (pid {done['result']['pid']}).")
     if session:
-        say(f"  watch it:  tmux -L relay-orchestrator attach -t {session}")
+        from ._app import tmux_socket
+
+        socket = tmux_socket(orch.settings)
+        say(f"  watch it:  tmux -L {socket} attach -t {session}")
     say(f"  its log:   relay-orchestrator logs {DEMO_AGENT} --state-dir {orch.settings.state_dir}")
     return steps

@@ -50,7 +50,7 @@ def curl_line(url: str, token: str, path: str, body: dict[str, Any] | None = Non
     return shlex.join(parts)
 
 
-def tour_lines(url: str, token: str, orch_id: str, base_dir: str) -> list[str]:
+def tour_lines(url: str, token: str, orch_id: str, base_dir: str, socket: str) -> list[str]:
     agent_id = "ag_demo"
     spawn = {"provider": "command", "agentId": agent_id, "label": "demo", "cwd": base_dir,
              "providerArgs": [sys.executable, "-m", "orchestrator._demo_agent"],
@@ -63,7 +63,7 @@ def tour_lines(url: str, token: str, orch_id: str, base_dir: str) -> list[str]:
         "restart it:",
         "  " + curl_line(url, token, f"/api/agents/{agent_id}/action", {"action": "restart"}),
         "watch it:",
-        f"  tmux -L relay-orchestrator attach -t relay-{agent_id}    (or: relay-orchestrator logs {agent_id} -f)",
+        f"  tmux -L {socket} attach -t relay-{agent_id}    (or: relay-orchestrator logs {agent_id} -f)",
         "stop it:",
         "  " + curl_line(url, token, f"/api/agents/{agent_id}/action", {"action": "stop"}),
         "see the commands:",
@@ -72,7 +72,7 @@ def tour_lines(url: str, token: str, orch_id: str, base_dir: str) -> list[str]:
 
 
 async def run_dev(args: argparse.Namespace) -> None:
-    from ._app import run_orchestrator
+    from ._app import run_orchestrator, tmux_socket
     from ._dev_relay import serve_dev_relay
     from ._logging import setup_logging
 
@@ -93,7 +93,14 @@ async def run_dev(args: argparse.Namespace) -> None:
                   file=out)
             print("", file=out)
             print("create a command (spawns an agent that echoes its input):", file=out)
-            for line in tour_lines(relay.url, token, orch.id, str(settings.base_dir.resolve())):
+            from ._demo import demo_workdir
+
+            work = demo_workdir(settings.base_dir, settings.state_dir)
+            notes = work / "NOTES.md"
+            if not notes.exists():
+                notes.write_text("# Demo notes\nRemember: the relay is the source of truth.\n")
+            for line in tour_lines(relay.url, token, orch.id, str(work),
+                                  tmux_socket(settings)):
                 print(line, file=out)
             print("\nCtrl-C stops the relay, the orchestrator and its agents.",
                   file=out, flush=True)

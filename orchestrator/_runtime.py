@@ -7,9 +7,9 @@
 
 The stable entry is a small POSIX ``sh`` script, so that it runs even when
 the new version's Python code cannot. While ``upgrade-pending`` names a
-previous version it (1) checks that the current version imports at all and
-(2) counts starts; an import failure, or a third start that never reached
-registration, switches ``current`` back to the previous version and writes
+previous version it (1) checks that the current version imports what ``run``
+needs (``IMPORT_CHECK``) and (2) counts starts; an import failure, or a third
+start that never reached registration, switches ``current`` back to the previous version and writes
 the reason to ``rollback-reason`` before exec-ing it. The process that then
 comes up reads that reason and settles the upgrade ``failed`` itself.
 """
@@ -26,6 +26,9 @@ PENDING = "upgrade-pending"
 ROLLBACK_REASON = "rollback-reason"
 KEEP_VERSIONS = 3
 MAX_STARTS = 3
+# What a new version must import before the stable entry runs it: the command
+# line and everything ``run`` needs (the app imports actors and supervisors).
+IMPORT_CHECK = "import orchestrator._cli, orchestrator._app"
 
 STABLE_ENTRY = """#!/bin/sh
 # relay-orchestrator stable entry: runs <root>/current, rolls back a new
@@ -38,7 +41,7 @@ if [ -f "$pending" ]; then
     starts=$(( ${{starts:-0}} + 1 ))
     printf '%s\\n%s\\n' "$previous" "$starts" > "$pending.tmp" && mv -f "$pending.tmp" "$pending"
     reason=""
-    if ! err="$("$root/current/bin/python" -c 'import orchestrator._cli' 2>&1)"; then
+    if ! err="$("$root/current/bin/python" -c '{import_check}' 2>&1)"; then
         reason="new version failed to start: $(printf '%s' "$err" | tail -n 3 | tr '\\n' ' ')"
     elif [ "$starts" -ge {max_starts} ]; then
         reason="new version did not come up after $(( starts - 1 )) starts"
@@ -51,7 +54,8 @@ if [ -f "$pending" ]; then
     fi
 fi
 exec "$root/current/bin/relay-orchestrator" "$@"
-""".format(pending=PENDING, reason=ROLLBACK_REASON, max_starts=MAX_STARTS)
+""".format(pending=PENDING, reason=ROLLBACK_REASON, max_starts=MAX_STARTS,
+           import_check=IMPORT_CHECK)
 
 
 def version_dir(root: Path, version: str) -> Path:

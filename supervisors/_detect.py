@@ -8,7 +8,9 @@ Our own unit, unless ``--self-unit`` names it: under systemd the service in
 ``/proc/self/cgroup``; under launchd the label in ``$XPC_SERVICE_NAME``.
 Under systemd we talk to the per-user manager when it started us
 (``$MANAGERPID`` is set for user services only) or when we are not root,
-else to the system manager.
+else to the system manager, over D-Bus when pydbus is there, else with the
+``systemctl``/``systemd-run`` tools; ``$RELAY_ORCHESTRATOR_SYSTEMD_BACKEND``
+(``auto``, ``dbus`` or ``cli``, e.g. from a unit drop-in) picks one.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from ._notify import Notifier, watchdog_interval
 from ._systemd import SystemdSupervisor, open_backend, own_unit, service_name
 
 SUPERVISOR_CHOICES = ("auto", "systemd", "launchd", "none")
+SYSTEMD_BACKEND_ENV = "RELAY_ORCHESTRATOR_SYSTEMD_BACKEND"
+SYSTEMD_BACKENDS = ("auto", "dbus", "cli")
 
 # What a supervisor sets in our environment for us alone: a process we start
 # must not inherit it (it would notify our unit, or believe it is one).
@@ -56,9 +60,13 @@ def detect(
     *,
     env: Mapping[str, str] | None = None,
     proc_cgroup: Path = Path("/proc/self/cgroup"),
-    systemd_backend: str = "auto",
+    systemd_backend: str | None = None,
 ) -> HostSupervisor:
-    """The adapter for the supervisor that runs us (or the one named)."""
+    """The adapter for the supervisor that runs us (or the one named).
+
+    ``systemd_backend``: ``auto``, ``dbus`` or ``cli``; None reads
+    ``$RELAY_ORCHESTRATOR_SYSTEMD_BACKEND`` (default ``auto``).
+    """
     env = dict(os.environ if env is None else env)
     if choice not in SUPERVISOR_CHOICES:
         raise SupervisorConfigError(
@@ -74,6 +82,13 @@ def detect(
     notifier = Notifier.from_env(env)
     watchdog = watchdog_interval(env)
     if choice == "systemd":
+        if systemd_backend is None:
+            systemd_backend = env.get(SYSTEMD_BACKEND_ENV) or "auto"
+            if systemd_backend not in SYSTEMD_BACKENDS:
+                raise SupervisorConfigError(
+                    f"{SYSTEMD_BACKEND_ENV} must be one of {', '.join(SYSTEMD_BACKENDS)}: "
+                    f"{systemd_backend!r}"
+                )
         unit = service_name(self_unit) if self_unit else own_unit(proc_cgroup)
         user = "MANAGERPID" in env or os.getuid() != 0
         runtime_dir = env.get("XDG_RUNTIME_DIR")
@@ -92,4 +107,10 @@ def detect(
     return NoneSupervisor(notifier=notifier, watchdog=watchdog)
 
 
-__all__ = ["SUPERVISOR_CHOICES", "SUPERVISOR_ENV_KEYS", "child_env", "detect"]
+__all__ = [
+    "SUPERVISOR_CHOICES",
+    "SUPERVISOR_ENV_KEYS",
+    "SYSTEMD_BACKEND_ENV",
+    "child_env",
+    "detect",
+]
