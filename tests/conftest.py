@@ -53,16 +53,56 @@ def make_settings(tmp_path: Path, relay_url: str, **overrides: Any) -> Any:
 StartOrch = Callable[..., Awaitable[Any]]
 
 
+def kill_agents(agents: list[dict[str, Any]]) -> None:
+    """End the agent processes a test's orchestrator started (by pid, group first)."""
+    import signal
+
+    import psutil
+
+    for agent in agents:
+        pid = agent.get("pid")
+        if not isinstance(pid, int) or agent.get("status") not in ("running", "starting",
+                                                                    "stopping"):
+            continue
+        try:
+            proc = psutil.Process(pid)
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                continue
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except OSError:
+                proc.kill()
+        except (psutil.Error, OSError):
+            continue
+
+
 @pytest.fixture
-def start_orchestrator(nursery: trio.Nursery, tmp_path: Path, relay: Any) -> StartOrch:
-    """Start an orchestrator on the test's relay; returns its handle once up."""
-    from orchestrator._app import run_orchestrator
+def started_orchestrators() -> Any:
+    orchs: list[Any] = []
+    yield orchs
+    for orch, socket in orchs:
+        kill_agents(orch.fleet.agents())
+        import subprocess
+
+        subprocess.run(["tmux", "-L", socket, "kill-server"],
+                       capture_output=True, check=False)
+
+
+@pytest.fixture
+def start_orchestrator(nursery: trio.Nursery, tmp_path: Path, relay: Any,
+                       started_orchestrators: list[Any]) -> StartOrch:
+    """Start an orchestrator on the test's relay; returns its handle once up.
+
+    Its agents are killed (by pid) when the test ends."""
+    from orchestrator._app import run_orchestrator, tmux_socket
 
     async def start(*, settings: Any = None, extra_handlers: Any = None, **overrides: Any) -> Any:
         settings = settings or make_settings(tmp_path, relay.url, **overrides)
-        return await nursery.start(
+        orch = await nursery.start(
             partial(run_orchestrator, settings, extra_handlers=extra_handlers)
         )
+        started_orchestrators.append((orch, tmux_socket(settings)))
+        return orch
 
     return start
 
