@@ -1,0 +1,134 @@
+"""Agents outlive the orchestrator process: SIGKILL, SIGTERM, restart, re-adoption."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+import trio
+
+from ..conftest import TOKEN, cli_env, kill_agents
+from .test_agents_e2e import alive, settle, spawn_params, wait_lines
+
+WAIT = 20
+
+
+class OrchProcess:
+    """``relay-orchestrator run`` as its own process, on the test's relay."""
+
+    def __init__(self, tmp_path: Path, relay_url: str) -> None:
+        self.tmp = tmp_path
+        self.relay_url = relay_url
+        self.base = (tmp_path / "base").resolve()
+        self.base.mkdir(exist_ok=True)
+        self.config = tmp_path / "config.toml"
+        self.config.write_text('[providers.command]\nenabled = true\nsession = "plain"\n')
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = tmp_path / "orch.log"
+
+    def start(self) -> subprocess.Popen[bytes]:
+        argv = [sys.executable, "-m", "orchestrator", "run", "--relay-url", self.relay_url,
+                "--config", str(self.config), "--state-dir", str(self.tmp / "state"),
+                "--base-dir", str(self.base), "--supervisor", "none", "--id", "orch-crash",
+                "--heartbeat-interval", "1", "--log-format", "json"]
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(argv, env=cli_env(RELAY_ORCHESTRATOR_TOKEN=TOKEN),
+                                         stdout=log, stderr=log)
+        return self.proc
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture
+def orch_process(tmp_path: Path, relay: Any) -> Any:
+    op = OrchProcess(tmp_path, relay.url)
+    yield op
+    op.stop()
+    agents = (relay.orchestrator("orch-crash") or {}).get("agents") or []
+    kill_agents(agents)
+
+
+async def registered(relay: Any, count: int) -> dict[str, Any]:
+    with trio.fail_after(WAIT):
+        await relay.wait_for(lambda: (relay.orchestrator("orch-crash") or {})
+                             .get("registrations", 0) >= count)
+    return relay.orchestrator("orch-crash")
+
+
+async def test_sigkilled_orchestrator_readopts_running_agents(relay: Any, orch_process: OrchProcess) -> None:
+    orch_process.start()
+    await registered(relay, 1)
+    target = "orch:orch-crash"
+    base = orch_process.base
+    pids = {}
+    for n in range(3):
+        done = await settle(relay, relay.create_command(
+            target, "agent.spawn", spawn_params(base, f"ag_{n}", base / f"{n}.rec", "--term", "exit")))
+        assert done["status"] == "succeeded", done["error"]
+        pids[f"ag_{n}"] = done["result"]["pid"]
+    for n in range(3):
+        await wait_lines(base / f"{n}.rec", "started")
+    orch_process.proc.send_signal(signal.SIGKILL)  # type: ignore[union-attr]
+    orch_process.proc.wait()  # type: ignore[union-attr]
+    assert all(alive(pid) for pid in pids.values())
+    os.kill(pids["ag_2"], signal.SIGKILL)  # dies while nobody watches
+    orch_process.start()
+    reg = await registered(relay, 2)
+    by_id = {a["agentId"]: a for a in reg["agents"]}
+    assert by_id["ag_0"]["status"] == "running" and by_id["ag_0"]["pid"] == pids["ag_0"]
+    assert by_id["ag_1"]["status"] == "running" and by_id["ag_1"]["pid"] == pids["ag_1"]
+    assert by_id["ag_2"]["status"] == "exited"
+    # The adopted agent still takes input (its FIFO was reopened) and stops gracefully.
+    base.joinpath("M.md").write_text("adopted and listening\n")
+    done = await settle(relay, relay.create_command(
+        target, "agent.compact", {"agentId": "ag_0", "memory": {"alwaysReload": ["M.md"]}}))
+    assert done["status"] == "succeeded", done["error"]
+    await wait_lines(base / "0.rec", "adopted and listening")
+    done = await settle(relay, relay.create_command(target, "agent.stop", {"agentId": "ag_1"}))
+    assert done["status"] == "succeeded"
+    assert "term" in (await wait_lines(base / "1.rec", "term"))
+    assert not alive(pids["ag_1"])
+
+
+async def test_command_in_flight_at_a_crash_is_settled_on_the_next_start(relay: Any, orch_process: OrchProcess) -> None:
+    orch_process.start()
+    await registered(relay, 1)
+    target = "orch:orch-crash"
+    base = orch_process.base
+    done = await settle(relay, relay.create_command(
+        target, "agent.spawn", spawn_params(base, "ag_s", base / "s.rec", "--term", "ignore")))
+    await wait_lines(base / "s.rec", "started")
+    stop = relay.create_command(target, "agent.stop", {"agentId": "ag_s", "timeoutMs": 60000})
+    await wait_lines(base / "s.rec", "term")  # the stop is under way
+    assert relay.get_command(stop["id"])["status"] == "running"
+    orch_process.proc.send_signal(signal.SIGKILL)  # type: ignore[union-attr]
+    orch_process.proc.wait()  # type: ignore[union-attr]
+    orch_process.start()
+    settled = await settle(relay, stop)
+    assert settled["status"] == "failed"
+    assert settled["error"] == "orchestrator restarted before completing agent.stop"
+    assert alive(done["result"]["pid"])  # nothing was done twice, and nothing lost
+
+
+async def test_sigterm_exits_zero_within_5s_and_leaves_agents(relay: Any, orch_process: OrchProcess) -> None:
+    proc = orch_process.start()
+    await registered(relay, 1)
+    base = orch_process.base
+    done = await settle(relay, relay.create_command(
+        "orch:orch-crash", "agent.spawn", spawn_params(base, "ag_t", base / "t.rec")))
+    start = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=5) == 0
+    assert time.monotonic() - start < 5
+    assert alive(done["result"]["pid"])
+    assert psutil.Process(done["result"]["pid"]).ppid() != proc.pid
