@@ -67,7 +67,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    trailing: list[str] | None = None
+    if "--" in argv and argv[:1] == ["ctl"]:  # ctl spawn … -- providerArgs…
+        cut = argv.index("--")
+        argv, trailing = argv[:cut], argv[cut + 1:]
     args = parser.parse_args(argv)
+    if trailing is not None:
+        args.provider_args = [*getattr(args, "provider_args", []), *trailing]
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
