@@ -154,7 +154,8 @@ async def run_orchestrator(
     try:
         orch_id = orchestrator_id(settings, journal)
         host = supervisors.detect(settings.supervisor, settings.self_unit)
-        http = make_http_client(settings.relay_url, verify=relay_verify)
+        verify = str(settings.ca_file) if settings.ca_file is not None else relay_verify
+        http = make_http_client(settings.relay_url, verify=verify)
         async with http:
             client = RelayClient(settings.relay_url, settings.read_token, http=http)
             outbox_ref: list[Outbox] = []

@@ -652,9 +652,13 @@ async def serve_dev_relay(
     offline_after: float = 30.0,
     upgrade_deadline: float = 600.0,
     keepalive_interval: float = KEEPALIVE_INTERVAL,
+    certfile: Path | None = None,
+    keyfile: Path | None = None,
     task_status: trio.TaskStatus[DevRelay] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Bind, hand back the ``DevRelay`` through ``task_status``, serve until cancelled."""
+    """Bind, hand back the ``DevRelay`` through ``task_status``, serve until cancelled.
+
+    With ``certfile`` and ``keyfile`` (PEM) it serves https (its ``url`` says so)."""
     store = RelayStore(offline_after=offline_after, upgrade_deadline=upgrade_deadline)
     if state_file is not None:
         state_file = Path(state_file)
@@ -669,13 +673,16 @@ async def serve_dev_relay(
     faults = Faults()
     app = build_app(store, faults, token, keepalive_interval)
     fd = _listen(host, port).detach()
+    config = _config(fd)
+    if certfile is not None and keyfile is not None:
+        config.certfile, config.keyfile = str(certfile), str(keyfile)
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(store.run_timers)
             if state_file is not None:
                 nursery.start_soon(_run_state_writer, store, state_file)
             binds = await nursery.start(partial(
-                hypercorn.trio.serve, cast(Framework, app), _config(fd), mode="asgi"))
+                hypercorn.trio.serve, cast(Framework, app), config, mode="asgi"))
             os.set_inheritable(fd, False)  # hypercorn makes it inheritable: agents need not
             task_status.started(DevRelay(url=binds[0], token=token, faults=faults, store=store))
     finally:

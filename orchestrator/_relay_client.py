@@ -34,6 +34,10 @@ REQUEST_TIMEOUT = 10.0
 def make_http_client(base_url: str, *, verify: str | bool = True) -> httpx.AsyncClient:
     """The process's one HTTP client. An http:// relay needs no CA bundle."""
     transport_verify: Any = verify if base_url.startswith("https://") else False
+    if isinstance(transport_verify, str):  # a CA file; httpx deprecates verify=<path>
+        import ssl
+
+        transport_verify = ssl.create_default_context(cafile=transport_verify)
     transport = httpx.AsyncHTTPTransport(
         verify=transport_verify,
         socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],

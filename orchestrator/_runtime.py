@@ -9,8 +9,9 @@ The stable entry is a small POSIX ``sh`` script, so that it runs even when
 the new version's Python code cannot. While ``upgrade-pending`` names a
 previous version it (1) checks that the current version imports what ``run``
 needs (``IMPORT_CHECK``) and (2) counts starts; an import failure, or a third
-start that never reached registration, switches ``current`` back to the previous version and writes
-the reason to ``rollback-reason`` before exec-ing it. The process that then
+start that never reached registration, switches ``current`` back to the
+previous version and writes the reason to ``rollback-reason`` before exec-ing
+it. The process that then
 comes up reads that reason and settles the upgrade ``failed`` itself.
 """
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+from collections.abc import Collection
 from pathlib import Path
 
 ENTRY_NAME = "relay-orchestrator"
@@ -111,17 +113,22 @@ def take_rollback_reason(root: Path) -> str | None:
     return reason or None
 
 
-def prune_versions(root: Path, keep: int = KEEP_VERSIONS) -> list[str]:
-    """Remove all but the newest ``keep`` versions (never the current one)."""
+def prune_versions(root: Path, keep: int = KEEP_VERSIONS, *,
+                   protect: Collection[str] = ()) -> list[str]:
+    """Remove all but the newest ``keep`` versions.
+
+    Never the current one, nor those in ``protect`` (the version an upgrade
+    in flight would roll back to).
+    """
     versions = root / "versions"
-    current = current_target(root)
+    kept = {current_target(root), *protect}
     entries = sorted(
         (p for p in versions.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime,
         reverse=True,
     )
     removed = []
     for path in entries[keep:]:
-        if path.name != current:
+        if path.name not in kept:
             shutil.rmtree(path, ignore_errors=True)
             removed.append(path.name)
     return removed

@@ -111,6 +111,7 @@ class _Spec:
 SPECS: tuple[_Spec, ...] = (
     _Spec("relay_url", _url, "relay base URL, e.g. http://127.0.0.1:8080"),
     _Spec("token_file", _path, "file holding the relay token (mode 0600)"),
+    _Spec("ca_file", _path, "CA certificates (PEM) to verify an https:// relay with"),
     _Spec("id", _orch_id, "orchestrator id (default: generated once, kept in the state dir)"),
     _Spec("base_dir", _path, "agents' working directories must lie within it (default: home)"),
     _Spec("state_dir", _path, "durable state (default: $XDG_STATE_HOME/relay-orchestrator)"),
@@ -132,6 +133,7 @@ class Settings:
     relay_url: str | None
     token_file: Path | None
     token_env: str | None = attrs.field(repr=False)
+    ca_file: Path | None = None
     id: str | None
     base_dir: Path
     state_dir: Path
@@ -259,6 +261,7 @@ def load_settings(
         relay_url=values.get("relay_url"),
         token_file=values.get("token_file"),
         token_env=token_env.strip() if token_env else None,
+        ca_file=values.get("ca_file"),
         id=values.get("id"),
         base_dir=values.get("base_dir", Path.home()),
         state_dir=values.get("state_dir") or default_state_dir(),
@@ -276,6 +279,8 @@ def load_settings(
     )
     if settings.token_file is not None:
         read_token_file(settings.token_file)  # fail now, with the fix in the message
+    if settings.ca_file is not None and not settings.ca_file.is_file():
+        raise ConfigError(f"--ca-file {settings.ca_file}: no such file")
     return settings
 
 

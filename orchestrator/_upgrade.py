@@ -89,6 +89,8 @@ def settle_after_restart(orch: Orchestrator, command: Command) -> Outcome | None
     pending: dict[str, Any] | None = orch.journal.get_meta(PENDING_KEY)
     if not pending or pending.get("commandId") != command.id:
         return Outcome.failed("orchestrator restarted before completing orchestrator.upgrade")
+    from ._upgrader import write_outcome_marker
+
     orch.journal.set_meta(PENDING_KEY, None)
     wanted = str(pending.get("to"))
     root = Path(pending["runtimeRoot"]) if pending.get("runtimeRoot") else None
@@ -97,10 +99,15 @@ def settle_after_restart(orch: Orchestrator, command: Command) -> Outcome | None
             _runtime.clear_pending(root)
         log.info("upgrade %s -> %s took effect", pending.get("from"), wanted,
                  extra={"commandId": command.id})
+        write_outcome_marker(orch.settings.state_dir, commandId=command.id, status="succeeded",
+                             version=wanted, fromVersion=pending.get("from"))
         return None
     reason = (_runtime.take_rollback_reason(root) if root is not None else None) or \
         pending.get("reason")
     message = f"upgrade did not take effect: running {orch.version}, wanted {wanted}"
     if reason:
         message += f" ({reason})"
+    log.error("%s", message, extra={"commandId": command.id})
+    write_outcome_marker(orch.settings.state_dir, commandId=command.id, status="failed",
+                         version=orch.version, wanted=wanted, reason=message)
     return Outcome.failed(message)

@@ -128,7 +128,7 @@ async def perform_upgrade(orch: Orchestrator, command: Command, request: Upgrade
             if previous != target:
                 _runtime.mark_pending(root, previous)
                 _runtime.switch_current(root, target)
-            _runtime.prune_versions(root)
+            _runtime.prune_versions(root, protect=[previous])
         else:
             await _non_prefix_install(settings, target)
     except InstallFailed as exc:

@@ -95,10 +95,14 @@ async def test_restart_is_a_detached_kickstart(stand_ins: StandIns) -> None:
     sup = LaunchdSupervisor(self_unit="relay-orchestrator", uid=501)
     assert sup.can_self_upgrade
     await sup.restart_self()
-    # The helper is our only unreaped child (in production nobody reaps it).
+    # The helper records its call; wait for it (bounded), then reap it by pid.
     with trio.fail_after(10):
-        pid, _ = await trio.to_thread.run_sync(os.wait, abandon_on_cancel=True)
+        while not stand_ins.calls():
+            await trio.sleep(0.01)
     (call,) = stand_ins.calls()
+    with trio.fail_after(10):
+        pid, _ = await trio.to_thread.run_sync(os.waitpid, call["pid"], 0,
+                                               abandon_on_cancel=True)
     assert call["pid"] == pid
     assert call["argv"] == ["launchctl", "kickstart", "-k", "gui/501/relay-orchestrator"]
     assert call["sid"] == call["pid"] != os.getsid(0)  # a session of its own
