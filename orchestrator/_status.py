@@ -79,7 +79,35 @@ def local_status(settings: Settings) -> dict[str, Any]:
     if not alive:
         status.setdefault("relay", {})["connected"] = False
     status["stateDir"] = str(settings.state_dir)
+    status.update(_unit_state())
     return status
+
+
+def _unit_state() -> dict[str, Any]:
+    """For an installed systemd unit: its state, and a hint when it hit its start limit."""
+    import shutil
+    import subprocess
+
+    unit = "relay-orchestrator.service"
+    config = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    if not (config / "systemd" / "user" / unit).exists() or not shutil.which("systemctl"):
+        return {}
+    try:
+        out = subprocess.run(
+            ["systemctl", "--user", "show", unit, "-p", "ActiveState,SubState,Result,NRestarts"],
+            capture_output=True, text=True, timeout=10,
+        ).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return {}
+    props = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+    state: dict[str, Any] = {"unit": {"name": unit, **props}}
+    if props.get("Result") == "start-limit-hit":
+        state["startLimitHit"] = (
+            f"{unit} hit its start limit after repeated crashes; read its last lines with "
+            f"`systemctl --user status {unit}`, fix the cause, then run "
+            f"`systemctl --user reset-failed {unit}` and `systemctl --user start {unit}`"
+        )
+    return state
 
 
 def _uptime(started_ms: object, now_ms: int) -> str:

@@ -76,3 +76,43 @@ async def test_silent_stream_is_dropped_after_45s_and_reopened(
     assert len(client.opened) >= 3
     # each gap is the 45 s silence plus a jittered backoff of at most 15 s
     assert all(45 <= g <= 45 + 15 for g in gaps)
+
+
+class NoStreamClient:
+    """A relay without a command stream (404) that answers the pending list."""
+
+    base_url = "http://relay.test"
+
+    def __init__(self, pending: list[dict[str, object]]) -> None:
+        self.pending = pending
+        self.polls = 0
+
+    def stream(self, target: str) -> object:
+        from orchestrator._errors import RelayNotFound
+
+        class _Ctx:
+            async def __aenter__(self) -> object:
+                raise RelayNotFound("GET /api/commands/stream: 404", status=404)
+
+            async def __aexit__(self, *exc: object) -> None:
+                return None
+
+        return _Ctx()
+
+    async def pending_commands(self, target: str) -> list[dict[str, object]]:
+        self.polls += 1
+        return list(self.pending)
+
+
+async def test_relay_without_stream_is_polled(autojump_clock: trio.testing.MockClock) -> None:
+    from orchestrator._feed import CommandFeed
+
+    client = NoStreamClient([{"id": "cmd_1", "type": "agent.stop", "status": "pending"}])
+    seen: list[str] = []
+    feed = CommandFeed(client, lambda: "orch:x", lambda c: seen.append(c.id),  # type: ignore[arg-type]
+                       poll_interval=1.0)
+    with trio.move_on_after(10.5):
+        await feed.run()
+    assert feed.mode == "poll"
+    assert 9 <= client.polls <= 12  # once a second
+    assert set(seen) == {"cmd_1"}  # the dispatcher dedupes the repeats via the journal

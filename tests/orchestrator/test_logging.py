@@ -1,0 +1,27 @@
+"""Logs: one line per event; JSON lines off a terminal, with fields; never a token."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from orchestrator._logging import JsonFormatter, TextFormatter
+
+
+def record(msg: str, **extra: object) -> logging.LogRecord:
+    rec = logging.LogRecord("relay_orchestrator.x", logging.INFO, __file__, 1, msg, (), None)
+    rec.__dict__.update(extra)
+    return rec
+
+
+def test_json_lines_carry_agent_and_command_ids() -> None:
+    line = JsonFormatter().format(record("agent started", agentId="ag_1", commandId="cmd_9"))
+    data = json.loads(line)
+    assert data["msg"] == "agent started" and data["level"] == "info"
+    assert data["agentId"] == "ag_1" and data["commandId"] == "cmd_9"
+    assert "\n" not in line
+
+
+def test_text_lines_are_one_per_event() -> None:
+    line = TextFormatter().format(record("claimed", commandId="cmd_2"))
+    assert line.endswith("claimed commandId=cmd_2") and "\n" not in line
