@@ -26,6 +26,7 @@ from ._version import current_version
 log = logging.getLogger("relay_orchestrator")
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+STARTING_GRACE = 3.0  # a stop asked for during start-up waits this long for it
 
 
 class _Parser(argparse.ArgumentParser):
@@ -106,24 +107,33 @@ def cmd_run(args: argparse.Namespace) -> int:
 async def _run_until_signal(settings: Settings) -> None:
     from ._app import run_orchestrator
 
-    async with trio.open_nursery() as nursery:
-
-        async def run(*, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
-            await run_orchestrator(settings, task_status=task_status)
-            # Stopped from inside (a self-upgrade, after STOPPING=1): exit now; the
-            # supervisor sends no signal to a service that said it is stopping.
-            nursery.cancel_scope.cancel()
-
-        orch = await nursery.start(run)
-        nursery.start_soon(_stop_on_signal, orch.stop)
-
-
-async def _stop_on_signal(stop: Callable[[], None]) -> None:
+    # The signal receiver exists before anything starts: a SIGTERM during
+    # start-up is a clean stop too, never a KeyboardInterrupt traceback.
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async for signum in signals:
-            log.info("received %s; stopping (agents keep running)", signal.Signals(signum).name)
-            stop()
-            return
+        async with trio.open_nursery() as nursery:
+            running: list[Callable[[], None]] = []
+
+            async def serve(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+                await run_orchestrator(settings, task_status=task_status)
+                nursery.cancel_scope.cancel()
+
+            started = trio.Event()
+
+            async def watch() -> None:
+                async for signum in signals:
+                    log.info("received %s; stopping", signal.Signals(signum).name)
+                    with trio.move_on_after(STARTING_GRACE):
+                        await started.wait()  # stop it properly once it is up
+                    if running:
+                        running[0]()
+                    else:
+                        nursery.cancel_scope.cancel()
+                    return
+
+            nursery.start_soon(watch)
+            orch: Any = await nursery.start(serve)
+            running.append(orch.stop)
+            started.set()
 
 
 # -- relay -------------------------------------------------------------------
@@ -177,9 +187,8 @@ def cmd_dev(args: argparse.Namespace) -> int:
 # -- status ------------------------------------------------------------------
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from ._status import local_status, render_status
-
     from ._cli_service import settings_with_recorded
+    from ._status import local_status, render_status
 
     settings = settings_with_recorded(args)
     status = local_status(settings)

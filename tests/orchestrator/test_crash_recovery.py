@@ -32,12 +32,13 @@ class OrchProcess:
         self.config.write_text('[providers.command]\nenabled = true\nsession = "plain"\n')
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = tmp_path / "orch.log"
+        self.extra: list[str] = []
 
     def start(self) -> subprocess.Popen[bytes]:
         argv = [sys.executable, "-m", "orchestrator", "run", "--relay-url", self.relay_url,
                 "--config", str(self.config), "--state-dir", str(self.tmp / "state"),
                 "--base-dir", str(self.base), "--supervisor", "none", "--id", "orch-crash",
-                "--heartbeat-interval", "1", "--log-format", "json"]
+                "--heartbeat-interval", "1", "--log-format", "json", *self.extra]
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(argv, env=cli_env(RELAY_ORCHESTRATOR_TOKEN=TOKEN),
                                          stdout=log, stderr=log)
@@ -132,3 +133,27 @@ async def test_sigterm_exits_zero_within_5s_and_leaves_agents(relay: Any, orch_p
     assert time.monotonic() - start < 5
     assert alive(done["result"]["pid"])
     assert psutil.Process(done["result"]["pid"]).ppid() != proc.pid
+
+
+async def test_stop_agents_on_exit_stops_them(relay: Any, orch_process: OrchProcess) -> None:
+    proc = orch_process.start()
+    await registered(relay, 1)
+    base = orch_process.base
+    done = await settle(relay, relay.create_command(
+        "orch:orch-crash", "agent.spawn",
+        spawn_params(base, "ag_x", base / "x.rec", "--term", "exit")))
+    await wait_lines(base / "x.rec", "started")
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=5) == 0
+    # this run did not ask for it: the agent lives on
+    assert alive(done["result"]["pid"])
+    argv_flag = ["--stop-agents-on-exit"]
+    orch_process.extra = argv_flag
+    proc = orch_process.start()
+    await registered(relay, 2)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=5) == 0
+    with trio.fail_after(WAIT):
+        while alive(done["result"]["pid"]):
+            await trio.sleep(0.01)
+    assert "term" in (await wait_lines(base / "x.rec", "term"))
