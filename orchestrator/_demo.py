@@ -32,6 +32,22 @@ async def _command(relay: Any, http: httpx.AsyncClient, path: str, body: dict[st
     return done
 
 
+async def _agent_echoed(orch: Any, line: str, timeout: float = 5.0) -> bool:
+    """Wait (bounded) until the demo agent has printed ``line``: its log is a file."""
+    import actors
+
+    log = actors.agent_log_path(orch.settings.state_dir, DEMO_AGENT)
+    with trio.move_on_after(timeout):
+        while True:
+            try:
+                if line in log.read_text(errors="replace"):
+                    return True
+            except OSError:
+                pass
+            await trio.sleep(0.05)
+    return False
+
+
 def demo_workdir(base_dir: Path, state_dir: Path) -> Path:
     candidate = state_dir / "demo"
     try:
@@ -72,6 +88,8 @@ async def run_demo(relay: Any, orch: Any, out: TextIO = sys.stdout) -> dict[str,
         done = await _command(relay, http, f"/api/agents/{DEMO_AGENT}/action", {"action": "compact"})
         steps["compact"] = done["result"]
         say(f"           reloaded {', '.join(done['result'].get('reloaded') or []) or 'nothing'}")
+        if await _agent_echoed(orch, "got: Remember: the relay is the source of truth."):
+            say("           the agent read it back (see its log)")
 
         say("[demo 3/4] restarting it with the relay's restartSpawn …")
         done = await _command(relay, http, f"/api/agents/{DEMO_AGENT}/action", {"action": "restart"})

@@ -77,6 +77,15 @@ async def run_dev(args: argparse.Namespace) -> None:
     from ._logging import setup_logging
 
     token = secrets.token_urlsafe(18)
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        await _run_dev(args, token, signals)
+
+
+async def _run_dev(args: argparse.Namespace, token: str, signals: Any) -> None:
+    from ._app import run_orchestrator, tmux_socket
+    from ._dev_relay import serve_dev_relay
+    from ._logging import setup_logging
+
     async with trio.open_nursery() as nursery:
         relay = await nursery.start(
             lambda task_status: serve_dev_relay(port=args.port, token=token,
@@ -108,12 +117,7 @@ async def run_dev(args: argparse.Namespace) -> None:
                 from ._demo import run_demo
 
                 await run_demo(relay, orch, out)
-            await _wait_signal()
+            async for _ in signals:
+                break
             orch.stop()
         nursery.cancel_scope.cancel()
-
-
-async def _wait_signal() -> None:
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async for _ in signals:
-            return
