@@ -10,7 +10,9 @@ from ._config import FleetConfig as FleetConfig
 from ._config import ProviderConfig as ProviderConfig
 from ._config import provider_config_from_table as provider_config_from_table
 from ._fleet import AgentFleet as AgentFleet
+from ._output import LogFollower as LogFollower
 from ._output import agent_log_path as agent_log_path
+from ._output import tail_lines as tail_lines
 from ._params import CommandRejected as CommandRejected
 from ._store import AgentStore as AgentStore
 from ._store import MemoryStore as MemoryStore
@@ -22,9 +24,11 @@ __all__ = [
     "AgentStore",
     "CommandRejected",
     "FleetConfig",
+    "LogFollower",
     "MemoryStore",
     "ProviderConfig",
     "Reporter",
     "agent_log_path",
     "provider_config_from_table",
+    "tail_lines",
 ]

@@ -12,6 +12,12 @@ one (half the timeout), SIGTERM to the process group, SIGKILL after
 
 When the fleet is cancelled the actors let go of their handles (FIFOs,
 pidfds) and leave their agents running; a later fleet adopts them.
+
+An agent's usage is sampled by the fleet (``UsageProbe``, ``_usage.py``); an
+agent above a ``memory_max`` that no kernel enforces for it is ended here
+(``kill_for_memory``): SIGTERM to its group, SIGKILL after
+``memory_kill_grace``, then reported ``exited`` with the limit as its
+``exit.reason``, as the kernel's OOM kill of its unit would be.
 """
 
 from __future__ import annotations
@@ -24,10 +30,10 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-import psutil
 import trio
 
 from ._agent import AgentState, AgentStatus, ExitInfo, meta_of, now_ms
+from ._limits import memory_limit_reason
 from ._output import make_agent_dir
 from ._params import (
     CommandRejected,
@@ -41,9 +47,17 @@ from ._plain import PlainSession
 from ._prepare import FleetContext, Launch
 from ._process import ExitStatus, Liveness, ProcessIdentity, ProcessWatch, identify, liveness, reap
 from ._providers import reload_input
+from ._resume import (
+    HOST_REBOOTED,
+    START_INTERRUPTED,
+    host_rebooted,
+    resumed_from,
+    wants_resume,
+)
 from ._session import LaunchFailed, Session
 from ._store import RECORD_VERSION
 from ._tmux import TmuxSession
+from ._usage import Usage, UsageProbe
 from ._workspace import Workspace, make_worktree
 
 log = logging.getLogger("actors")
@@ -67,7 +81,9 @@ class _Running:
 
     watch: ProcessWatch
     session: Session
+    probe: UsageProbe | None = None
     stopping: bool = False
+    limit_reason: str | None = None  # set once it is being ended for its limit
     finished: trio.Event = attrs.field(factory=trio.Event)
 
 
@@ -171,6 +187,7 @@ class AgentActor:
             "params": self.params.to_wire(),
             "process": self._identity.to_json() if self._identity else None,
             "session": self._session_json,
+            "bootId": self._ctx.boot_id,
         }
         try:
             self._ctx.store.save_agent(self.agent_id, record)
@@ -181,6 +198,52 @@ class AgentActor:
     @property
     def live(self) -> bool:
         return self.state is not None and self.state.status.live
+
+    # -- usage and limits ----------------------------------------------------
+
+    @property
+    def probe(self) -> UsageProbe | None:
+        """The usage probe of the running agent (None when it does not run)."""
+        return self._running.probe if self._running is not None else None
+
+    def set_usage(self, probe: UsageProbe, usage: Usage) -> None:
+        """A sample of the running agent (not stored: the next report carries it)."""
+        state = self.state
+        if state is not None and state.usage is not usage and self.probe is probe:
+            state.usage = usage
+
+    def kill_for_memory(self, probe: UsageProbe, memory_max: str) -> None:
+        """End the agent for its memory limit: SIGTERM, then SIGKILL after a grace."""
+        running = self._running
+        if running is None or running.probe is not probe or running.stopping:
+            return
+        if running.limit_reason is not None or running.watch.ended.is_set():
+            return
+        running.limit_reason = memory_limit_reason(memory_max)
+        log.warning(
+            "agent %s is above its memory limit %s (%d bytes): stopping it",
+            self.agent_id, memory_max, self.state.usage.memory_rss if self.state else 0,
+        )  # fmt: skip
+        running.watch.signal(signal.SIGTERM)
+        assert self._nursery is not None
+        self._nursery.start_soon(self._kill_after_grace, running)
+
+    async def _kill_after_grace(self, running: _Running) -> None:
+        with trio.move_on_after(self._ctx.config.memory_kill_grace):
+            await running.watch.ended.wait()
+        running.watch.signal(signal.SIGKILL)
+
+    def _oom_reason(self, running: _Running) -> str | None:
+        """The limit as the reason, if the kernel ended the agent's unit for it."""
+        if running.limit_reason is not None:
+            return running.limit_reason
+        if running.probe is None or self.state is None:
+            return None
+        config = self._ctx.config.provider(self.state.provider)
+        if config is None or config.memory_max is None:
+            return None
+        kills = running.probe.oom_kills()
+        return memory_limit_reason(config.memory_max) if kills else None
 
     def log_rotation(self) -> tuple[str, int, int] | None:
         """(log path, max bytes, backups) of a running agent, for the fleet's sweep."""
@@ -205,7 +268,9 @@ class AgentActor:
             raise CommandRejected(f"agent already running: {self.agent_id}")
         return await self._start(*params)
 
-    async def _start(self, launch: Launch, restart_count: int) -> dict[str, Any]:
+    async def _start(
+        self, launch: Launch, restart_count: int, *, resumed: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         ctx = self._ctx
         params = attrs.evolve(launch.params, agent_id=self.agent_id)
         directory = make_agent_dir(ctx.config.state_dir, self.agent_id)
@@ -231,6 +296,9 @@ class AgentActor:
             meta=meta_of(params, launch.session_kind),
             provider_session_id=launch.provider_session_id,
         )
+        if resumed is not None:
+            self.state.meta["resumedFrom"] = resumed
+            self._commit()  # stored before the process starts: never resumed twice
         cwd = launch.cwd
         try:
             if launch.repo is not None:
@@ -285,7 +353,9 @@ class AgentActor:
         identity = identify(pid, launch.argv) or ProcessIdentity(
             pid=pid, create_time=0.0, cmdline=tuple(launch.argv)
         )
-        running = _Running(ProcessWatch.open_started(identity), session)
+        unit = self._session_json_unit(session)
+        probe = UsageProbe(pid, create_time=identity.create_time, unit=unit)
+        running = _Running(ProcessWatch.open_started(identity), session, probe)
         self._running = running
         self._identity = identity
         self._session_json = session.to_json()
@@ -304,22 +374,41 @@ class AgentActor:
             "workspace": self.state.workspace.to_json() if self.state.workspace else None,
         }
 
+    @staticmethod
+    def _session_json_unit(session: Session) -> str | None:
+        unit = session.to_json().get("unit")
+        return unit if isinstance(unit, str) and unit else None
+
     async def _watch(self, running: _Running) -> None:
         status = await running.watch.wait()
         running.watch.close()
+        reason = self._oom_reason(running)  # before the unit's cgroup goes away
         status, output = await running.session.finish(status)
-        self._ended(running, running.stopping, status, output)
+        self._ended(running, running.stopping, status, output, reason=reason)
 
     def _ended(
-        self, running: _Running | None, stopping: bool, status: ExitStatus, output: str
+        self,
+        running: _Running | None,
+        stopping: bool,
+        status: ExitStatus,
+        output: str,
+        *,
+        reason: str | None = None,
     ) -> None:
         assert self.state is not None
         now = now_ms()
         self.state.status = AgentStatus.STOPPED if stopping else AgentStatus.EXITED
         self.state.exit = ExitInfo(
-            exit_code=status.exit_code, signal=status.signal, last_output=output, at=now
+            exit_code=status.exit_code,
+            signal=status.signal,
+            last_output=output,
+            at=now,
+            reason=reason,
         )
         self.state.last_stop_at = now
+        self.state.usage = self.state.usage.ended()
+        if running is not None and running.probe is not None:
+            running.probe.close()
         if self._running is running:
             self._running = None
         self._commit()
@@ -445,11 +534,25 @@ class AgentActor:
         self._session_json = record.get("session")
         if not state.status.live:
             return
+        if state.status is AgentStatus.STARTING and self._identity is None:
+            # Stored as starting, never started: a resume (or a start) the
+            # previous orchestrator did not finish. Never done twice.
+            state.status = AgentStatus.FAILED
+            state.exit = ExitInfo(
+                exit_code=None, signal=None, last_output="", at=now_ms(), reason=START_INTERRUPTED
+            )
+            self._commit()
+            return
         session = self._reopen_session()
         watch = ProcessWatch.open(self._identity) if self._identity else None
         if watch is not None and session is not None:
-            assert self._nursery is not None
-            running = _Running(watch, session)
+            assert self._nursery is not None and self._identity is not None
+            probe = UsageProbe(
+                self._identity.pid,
+                create_time=self._identity.create_time,
+                unit=self._session_json_unit(session),
+            )
+            running = _Running(watch, session, probe)
             self._running = running
             if state.status is not AgentStatus.RUNNING:
                 state.status = AgentStatus.RUNNING
@@ -466,9 +569,12 @@ class AgentActor:
         if session is not None:
             status, output = await session.finish(status)
         was_stopping = state.status is AgentStatus.STOPPING
-        self._ended(None, was_stopping, status, output)
+        rebooted = host_rebooted(record.get("bootId"), self._ctx.boot_id)
+        self._ended(
+            None, was_stopping, status, output, reason=HOST_REBOOTED if rebooted else None
+        )
         if not was_stopping:
-            await self._resume_if_wanted()
+            await self._resume_if_wanted(rebooted)
 
     def _reopen_session(self) -> Session | None:
         data = self._session_json
@@ -478,26 +584,27 @@ class AgentActor:
             return TmuxSession.reopen(self._ctx.tmux, data)
         return PlainSession.reopen(data)
 
-    async def _resume_if_wanted(self) -> None:
+    async def _resume_if_wanted(self, rebooted: bool | None) -> None:
         """``resume_dead_agents``: start an agent found dead again, resuming its session."""
         assert self.state is not None and self.params is not None
         config = self._ctx.config.provider(self.state.provider)
         policy = config.resume_dead_agents if config is not None else "never"
-        if policy == "never":
+        if not wants_resume(policy, rebooted):
             return
-        if policy == "after-reboot":
-            booted = psutil.boot_time() * 1000
-            if not self.state.last_spawn_at or booted < self.state.last_spawn_at:
-                return
         try:
             launch = await self._ctx.prepare(
                 attrs.evolve(self.params, agent_id=self.agent_id),
                 agent_id=self.agent_id,
                 resume_session=self.state.provider_session_id,
             )
-            await self._start(launch, self.state.restart_count + 1)
+            await self._start(
+                launch, self.state.restart_count + 1, resumed=resumed_from(self.state)
+            )
         except CommandRejected as exc:
             log.warning("could not resume agent %s: %s", self.agent_id, exc)
+        else:
+            log.info("agent %s resumed (provider session %s)", self.agent_id,
+                     self.state.provider_session_id)
 
 
 def new_agent_id() -> str:

@@ -17,6 +17,7 @@ from typing import Any
 import attrs
 
 from ._params import SpawnParams
+from ._usage import Usage
 from ._workspace import Workspace
 
 
@@ -43,14 +44,18 @@ class ExitInfo:
     signal: str | None
     last_output: str
     at: int
+    reason: str | None = None  # "memory limit (4G)", "host rebooted", …
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "exitCode": self.exit_code,
             "signal": self.signal,
             "lastOutput": self.last_output,
             "at": self.at,
         }
+        if self.reason:
+            data["reason"] = self.reason
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any] | None) -> ExitInfo | None:
@@ -61,6 +66,7 @@ class ExitInfo:
             signal=data.get("signal"),
             last_output=data.get("lastOutput") or "",
             at=int(data.get("at") or 0),
+            reason=data.get("reason") or None,
         )
 
 
@@ -104,6 +110,7 @@ class AgentState:
     workspace: Workspace | None = None
     meta: dict[str, Any] = attrs.field(factory=dict)
     provider_session_id: str | None = None
+    usage: Usage = attrs.field(factory=Usage)
 
     @property
     def session_name(self) -> str:
@@ -129,6 +136,7 @@ class AgentState:
             "exit": self.exit.to_json() if self.exit else None,
             "workspace": self.workspace.to_json() if self.workspace else None,
             "meta": dict(self.meta),
+            "usage": self.usage.to_json(),
         }
         if self.provider_session_id:
             wire["providerSessionId"] = self.provider_session_id
@@ -156,4 +164,5 @@ class AgentState:
             workspace=Workspace.from_json(workspace) if workspace else None,
             meta=dict(data.get("meta") or {}),
             provider_session_id=data.get("providerSessionId"),
+            usage=Usage.from_json(data.get("usage")) or Usage(),
         )

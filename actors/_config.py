@@ -55,7 +55,8 @@ class ProviderConfig:
     tasks_max: str | None = None
     log_max_bytes: int = 10_000_000
     log_backups: int = 3
-    # "{sessionId}" in these is replaced by the agent's provider session id.
+    # "{session_id}" (or "{sessionId}") in these is replaced by the agent's
+    # provider session id.
     session_id_args: tuple[str, ...] = ()
     resume_args: tuple[str, ...] = ()
     resume_dead_agents: str = "never"
@@ -70,8 +71,8 @@ BUILTIN_PROVIDERS: Mapping[str, ProviderConfig] = {
         name="claude",
         kind="claude",
         command=("claude",),
-        session_id_args=("--session-id", "{sessionId}"),
-        resume_args=("--resume", "{sessionId}"),
+        session_id_args=("--session-id", "{session_id}"),
+        resume_args=("--resume", "{session_id}"),
     ),
     "codex": ProviderConfig(name="codex", kind="codex", command=("codex",)),
     "gemini": ProviderConfig(name="gemini", kind="gemini", command=("gemini",)),
@@ -125,6 +126,10 @@ def _limit(key: str, value: object, pattern: re.Pattern[str]) -> str:
     text = _str(key, text)
     if not pattern.match(text):
         raise ValueError(f"{key}: not in systemd syntax: {text!r}")
+    if text != "infinity" and float(text.rstrip("%KMGTPE")) <= 0:
+        raise ValueError(f"{key}: must be more than 0: {text!r}")
+    if text.endswith("%") and key != "cpu_quota" and float(text[:-1]) > 100:
+        raise ValueError(f"{key}: a percentage is at most 100%: {text!r}")
     return text
 
 
@@ -206,6 +211,10 @@ class FleetConfig:
     kill_grace: float = 5.0  # how long to wait for the reap after SIGKILL
     input_timeout: float = 30.0  # an agent must take its input within this
     log_check_interval: float = 60.0  # how often output logs are checked for rotation
+    # memory_max enforced by the orchestrator: from SIGTERM to SIGKILL.
+    memory_kill_grace: float = 5.0
+    # Where the kernel tells this boot's id (a changed id: the host rebooted).
+    boot_id_file: Path = Path("/proc/sys/kernel/random/boot_id")
     # The environment agents start from (minus the orchestrator's own
     # variables); None: the orchestrator's environment when the fleet is made.
     env: Mapping[str, str] | None = None

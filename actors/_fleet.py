@@ -11,6 +11,11 @@ are dead), then serves until cancelled, and leaves the agents running.
 The agent a command is about: ``params.agentId``, else ``spawnRequestId``,
 else ``policyName``, else ``tmuxSession`` (the first key present decides;
 among several agents with that value, a live one, then the latest spawned).
+
+Usage is sampled when the orchestrator is about to report (``refresh_usage``,
+called by its presence before each heartbeat and registration), all agents
+in one worker thread; that is also when a ``memory_max`` no kernel enforces
+is enforced, and when limits nobody enforces are reported (``warnings``).
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from supervisors._launch import ProcessLauncher
 from ._actor import AgentActor, new_agent_id
 from ._agent import AgentStatus
 from ._config import FleetConfig
+from ._limits import memory_bytes, not_enforced_warning
 from ._output import rotate_if_needed
 from ._params import (
     CommandRejected,
@@ -45,11 +51,16 @@ from ._params import (
 )
 from ._prepare import FleetContext, Launch
 from ._providers import Provider
+from ._resume import read_boot_id
 from ._session import base_environment
 from ._store import AgentStore, Reporter
 from ._tmux import TmuxServer
+from ._usage import sample_all
 
 log = logging.getLogger("actors")
+
+# A provider's memory_max, it in bytes, and (key, value, kind) of cpu_quota, tasks_max.
+_Rules = tuple[str | None, int | None, list[tuple[str, str, str]]]
 
 AGENT_COMMANDS = ("agent.spawn", "agent.stop", "agent.restart", "agent.compact")
 HOST_COMMANDS = ("orchestrator.restart", "orchestrator.shutdown")
@@ -89,11 +100,13 @@ class AgentFleet:
             ),
             base_env=env,
             tmux_available=shutil.which("tmux", path=env.get("PATH")) is not None,
+            boot_id=read_boot_id(config.boot_id_file),
         )
         self._ctx.launch_elsewhere = self._launch_elsewhere
         self._ctx.is_live = self._is_live
         self._actors: dict[str, AgentActor] = {}
         self._nursery: trio.Nursery | None = None
+        self._warnings: dict[tuple[str, str], str] = {}
 
     # -- what the orchestrator reports ---------------------------------------
 
@@ -107,7 +120,56 @@ class AgentFleet:
         ]
 
     def agents(self) -> list[dict[str, Any]]:
+        """Every agent as a ManagedAgent, with its last usage sample (cheap)."""
         return [actor.state.to_wire() for actor in self._actors.values() if actor.state]
+
+    def warnings(self) -> list[str]:
+        """What the host does not do that the config asks (limits not enforced)."""
+        return list(self._warnings.values())
+
+    async def refresh_usage(self) -> None:
+        """Sample every running agent's usage, and act on the limits nobody else enforces."""
+        sampled = [(actor, probe) for actor in self._actors.values() if (probe := actor.probe)]
+        if not sampled:
+            return
+        usages = await trio.to_thread.run_sync(sample_all, [probe for _, probe in sampled])
+        limits: dict[str, _Rules] = {}
+        for (actor, probe), usage in zip(sampled, usages, strict=True):
+            if usage is None:
+                continue  # ended meanwhile: its watcher reports it
+            actor.set_usage(probe, usage)
+            provider = actor.state.provider if actor.state is not None else ""
+            rules = limits.get(provider)
+            if rules is None:
+                rules = limits[provider] = self._limits_of(provider)
+            memory_max, memory_limit, others = rules
+            if memory_max is not None and "memory" not in probe.kernel_limits:
+                if memory_limit is not None and usage.memory_rss > memory_limit:
+                    actor.kill_for_memory(probe, memory_max)
+            for key, value, kind in others:
+                if kind not in probe.kernel_limits:
+                    self._warn(provider, key, value)
+
+    def _limits_of(self, provider: str) -> _Rules:
+        """A provider's memory_max (and in bytes), and the limits only a unit can enforce."""
+        config = self._config.provider(provider)
+        if config is None:
+            return None, None, []
+        others = [
+            (key, value, kind)
+            for key, value, kind in (
+                ("cpu_quota", config.cpu_quota, "cpu"),
+                ("tasks_max", config.tasks_max, "tasks"),
+            )
+            if value is not None
+        ]
+        return config.memory_max, memory_bytes(config.memory_max), others
+
+    def _warn(self, provider: str, key: str, value: str) -> None:
+        if (provider, key) not in self._warnings:
+            message = not_enforced_warning(provider, key, value)
+            self._warnings[(provider, key)] = message
+            log.warning("%s", message)
 
     def find(self, command_type: str, params: object) -> str | None:
         """The agentId a command is about, when there is one (never raises)."""

@@ -62,6 +62,7 @@ class FleetContext:
     tmux: TmuxServer
     base_env: dict[str, str]
     tmux_available: bool
+    boot_id: str | None = None  # this boot's, stored with each record
     nursery: trio.Nursery | None = None
     # Starts a prepared launch under another agentId (restart to a new id).
     launch_elsewhere: Callable[[Launch, int], Awaitable[dict[str, object]]] | None = None

@@ -102,7 +102,10 @@ class Provider:
         session: list[str] = []
         if session_id is not None:
             template = config.resume_args if resume else config.session_id_args
-            session = [arg.replace("{sessionId}", session_id) for arg in template]
+            session = [
+                arg.replace("{session_id}", session_id).replace("{sessionId}", session_id)
+                for arg in template
+            ]
         if config.kind != "command":
             argv += session
         model = params.provider_model or params.model

@@ -36,7 +36,10 @@ def start_orchestrator(relay_url: str, token: str, *, heartbeat: float = 10.0,
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_ORCHESTRATOR_")}
     full_env.update(env or {})
     full_env["RELAY_ORCHESTRATOR_TOKEN"] = token
-    argv = [sys.executable, "-m", "orchestrator", "run", "--relay-url", relay_url,
+    # BENCH_ORCH_PROFILE=<file>: run the orchestrator under cProfile (CPU time), writing <file>
+    profile = os.environ.get("BENCH_ORCH_PROFILE")
+    prefix = ["-c", _PROFILE_SHIM, profile] if profile else ["-m", "orchestrator"]
+    argv = [sys.executable, *prefix, "run", "--relay-url", relay_url,
             "--config", str(config), "--state-dir", str(work / "state"),
             "--base-dir", str(work / "base"), "--supervisor", "none",
             "--heartbeat-interval", str(heartbeat), "--log-format", "json", "--id", "orch-bench",
@@ -44,6 +47,21 @@ def start_orchestrator(relay_url: str, token: str, *, heartbeat: float = 10.0,
     log = open(work / "orchestrator.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(argv, env=full_env, stdout=log, stderr=log, cwd=work)
     return proc, work
+
+
+_PROFILE_SHIM = """
+import cProfile, signal, sys, time
+out = sys.argv.pop(1)
+sys.argv[0] = "relay-orchestrator"
+from orchestrator._cli import main
+profiler = cProfile.Profile(time.process_time)
+try:
+    profiler.runcall(main)
+except SystemExit:
+    pass
+finally:
+    profiler.dump_stats(out)
+"""
 
 
 def cpu_and_rss(pid: int) -> tuple[float, int]:

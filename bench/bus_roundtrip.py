@@ -57,6 +57,8 @@ async def main(args: argparse.Namespace) -> None:
                     await relay.wait_for(lambda: is_settled(relay, cid))
                 lat.append((time.perf_counter() - t0) * 1000)
             # burst
+            cpu_o0, _ = cpu_and_rss(proc.pid)
+            cpu_r0 = time.process_time()
             t0 = time.perf_counter()
             ids = [relay.create_command(target, "agent.stop", {"agentId": "nobody"})["id"]
                    for _ in range(args.burst)]
@@ -70,6 +72,8 @@ async def main(args: argparse.Namespace) -> None:
             with trio.fail_after(120):
                 await relay.wait_for(all_settled)
             burst_s = time.perf_counter() - t0
+            burst_cpu_orch = cpu_and_rss(proc.pid)[0] - cpu_o0
+            burst_cpu_relay = time.process_time() - cpu_r0
             errors = {relay.get_command(i)["error"] for i in ids}
             # idle
             await trio.sleep(2)
@@ -89,6 +93,8 @@ async def main(args: argparse.Namespace) -> None:
     print(fmt_row("create → settled p99", f"{p99:.2f} ms", "≤ 3 ms (TARGETS), ≤ 25 ms (issue)"))
     print(f"burst of {args.burst} created at once:")
     print(fmt_row("settled per second", f"{rate:.0f} /s", "≥ 3000 /s"))
+    print(fmt_row("CPU per command: orchestrator", f"{burst_cpu_orch / args.burst * 1e6:.0f} µs", "–"))
+    print(fmt_row("CPU per command: relay + bench", f"{burst_cpu_relay / args.burst * 1e6:.0f} µs", "–"))
     print(f"orchestrator idle {args.idle:.0f} s, heartbeat 1 s:")
     print(fmt_row("CPU", f"{idle_cpu:.3f} %", "≤ 0.3 % (TARGETS at 1 s), ≤ 0.5 % (issue)"))
     print(fmt_row("RSS", f"{rss / 1e6:.1f} MB", "≤ 35 MB (TARGETS), ≤ 60 MB (issue)"))

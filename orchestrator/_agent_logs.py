@@ -1,16 +1,14 @@
 """``relay-orchestrator logs``: an agent's output, last lines and follow.
 
 An agent's log is ``<state_dir>/agents/<agentId>/output.log``, rotated by
-copy-and-truncate into ``output.log.1`` … (actors). Following survives a
-rotation without losing a line: when the file shrinks below the offset we
-had read to, the rest of what we had not read is in ``output.log.1`` at that
-same offset (it is a copy of the file as it was), so it is read from there
-first.
+taking its head off into ``output.log.1`` … (``actors._output``, which also
+reads it). Following survives rotations without losing a line: the reader
+keeps an absolute position, and reads what rotations moved away from the
+backups that hold it.
 """
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -48,57 +46,19 @@ def find_agent_log(state_dir: Path, query: str) -> Path | None:
 
 
 def tail_log(path: Path, count: int) -> list[str]:
-    """Exactly the last ``count`` lines (fewer when the file has fewer)."""
-    if count <= 0:
-        return []
-    try:
-        fh = open(path, "rb")  # noqa: SIM115
-    except OSError:
-        return []
-    with fh:
-        size = fh.seek(0, os.SEEK_END)
-        block = 8192
-        data = b""
-        pos = size
-        while pos > 0 and data.count(b"\n") <= count:
-            step = min(block, pos)
-            pos -= step
-            fh.seek(pos)
-            data = fh.read(step) + data
-            block *= 2
-    lines = data.decode(errors="replace").splitlines()
-    return lines[-count:]
+    """Exactly the last ``count`` lines (fewer when the log has fewer), across rotations."""
+    return actors.tail_lines(path, count)
 
 
 def follow_log(path: Path, *, start_at_end: bool = True, poll: float = POLL,
-               stop_after: float | None = None) -> Iterator[str]:
+               stop_after: float | None = None,
+               follower: actors.LogFollower | None = None) -> Iterator[str]:
     """Yield each new line of ``path`` as it is written, across rotations."""
-    offset = path.stat().st_size if (start_at_end and path.exists()) else 0
-    inode = path.stat().st_ino if path.exists() else None
+    follower = follower or actors.LogFollower(path, from_end=start_at_end)
     partial = b""
     deadline = None if stop_after is None else time.monotonic() + stop_after
     while deadline is None or time.monotonic() < deadline:
-        try:
-            st = path.stat()
-        except FileNotFoundError:
-            time.sleep(poll)
-            continue
-        chunks: list[bytes] = []
-        if st.st_ino != inode or st.st_size < offset:
-            # Rotated: what we had not read yet went to output.log.1.
-            rotated = path.with_name(path.name + ".1")
-            if inode is not None and rotated.exists():
-                with open(rotated, "rb") as fh:
-                    fh.seek(offset)
-                    chunks.append(fh.read())
-            offset, inode = 0, st.st_ino
-        with open(path, "rb") as fh:
-            fh.seek(offset)
-            data = fh.read()
-            offset += len(data)
-            chunks.append(data)
-        buf = partial + b"".join(chunks)
-        *lines, partial = buf.split(b"\n")
+        *lines, partial = (partial + follower.read()).split(b"\n")
         for line in lines:
             yield line.decode(errors="replace")
         if not lines:

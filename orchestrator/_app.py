@@ -34,7 +34,7 @@ from ._feed import CommandFeed
 from ._journal import CommandState, Journal
 from ._outbox import Outbox
 from ._presence import Identity, Presence
-from ._relay_client import RelayClient, make_http_client
+from ._relay_client import RelayClient, make_http_client, make_http_transport
 from ._settings import Settings
 from ._status import StatusWriter
 from ._version import current_version
@@ -67,10 +67,14 @@ def orchestrator_id(settings: Settings, journal: Journal) -> str:
 
 
 def fleet_config(settings: Settings) -> actors.FleetConfig:
-    providers = {
-        name: actors.provider_config_from_table(name, dict(table))
-        for name, table in settings.providers.items()
-    }
+    from ._errors import ConfigError
+
+    providers = {}
+    for name, table in settings.providers.items():
+        try:
+            providers[name] = actors.provider_config_from_table(name, dict(table))
+        except ValueError as exc:
+            raise ConfigError(f"[providers.{name}] {exc}") from exc
     return actors.FleetConfig(
         base_dir=settings.base_dir.resolve(),
         state_dir=settings.state_dir,
@@ -135,6 +139,7 @@ class Orchestrator:
             },
             "outbox": self.journal.outbox_size(),
             "agents": self.fleet.agents(),
+            "warnings": self.fleet.warnings(),
         }
 
 
@@ -155,9 +160,11 @@ async def run_orchestrator(
         orch_id = orchestrator_id(settings, journal)
         host = supervisors.detect(settings.supervisor, settings.self_unit)
         verify = str(settings.ca_file) if settings.ca_file is not None else relay_verify
-        http = make_http_client(settings.relay_url, verify=verify)
+        transport = make_http_transport(settings.relay_url, verify=verify)
+        http = make_http_client(settings.relay_url, transport=transport)
         async with http:
-            client = RelayClient(settings.relay_url, settings.read_token, http=http)
+            client = RelayClient(settings.relay_url, settings.read_token, http=http,
+                                 transport=transport)
             outbox_ref: list[Outbox] = []
             status_ref: list[StatusWriter] = []
 
@@ -191,6 +198,7 @@ async def run_orchestrator(
                 fleet.agents,
                 heartbeat_interval=settings.heartbeat_interval,
                 on_status=on_status,
+                before_report=fleet.refresh_usage,
             )
             outbox = Outbox(journal, client, orch_id, on_forgotten=presence.request_register)
             outbox_ref.append(outbox)

@@ -1,6 +1,6 @@
-"""A small ASGI server for HTTP/1.1 on trio and h11: what the dev relay needs.
+"""A small ASGI server for HTTP/1.1 on trio: what the dev relay needs.
 
-    await nursery.start(serve_asgi, app, listening_socket)
+    url = await nursery.start(serve_asgi, app, bound_socket)
 
 It serves one ASGI 3 application (``http`` scope only; no lifespan, no
 websockets) on a bound socket, inside the caller's nursery:
@@ -16,16 +16,21 @@ websockets) on a bound socket, inside the caller's nursery:
 - ``http.disconnect`` from ``receive()`` once the request body has been
   read and the client goes away (a stream's only way to learn it);
 - an application that fails before it answers gets a 500; after it has
-  started answering, the connection is closed.
+  started answering, the connection is closed;
+- https when given a server-side ``ssl.SSLContext``.
 
-The request body is read whole before the application runs (at most
-``MAX_BODY`` bytes: larger ones answer 413). Why not hypercorn: the dev relay
-spent about 0.75 ms of CPU per request inside hypercorn; this server spends
-a tenth of that, which is what the bus benchmarks need (docs/performance.md).
+The request is parsed here (request line, headers, a body by
+``content-length`` or chunked, ``Expect: 100-continue``) and read whole
+before the application runs (at most ``MAX_BODY`` bytes). Why not hypercorn,
+or h11: on the machines this project runs on, hypercorn spent about 0.75 ms
+of CPU per request and h11 alone 0.16 ms, while the bus needs the relay's
+side of a command (three requests) well under a third of a millisecond
+(docs/performance.md).
 """
 
 from __future__ import annotations
 
+import http
 import logging
 import socket
 import ssl
@@ -33,7 +38,6 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
-import h11
 import trio
 
 log = logging.getLogger("orchestrator.asgi")
@@ -46,8 +50,10 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 KEEP_ALIVE_TIMEOUT = 75.0  # an idle kept-alive connection is closed after this
 MAX_BODY = 16 * 1024 * 1024
-MAX_HEADERS = 64 * 1024
+MAX_HEAD = 64 * 1024
 READ_SIZE = 65536
+_METHOD_CHARS = frozenset(b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+_REASONS = {status.value: status.phrase.encode() for status in http.HTTPStatus}
 
 
 async def serve_asgi(
@@ -76,150 +82,213 @@ async def serve_asgi(
             nursery.start_soon(_Connection(app, stream, tcp.socket, scheme).run)
 
 
-class _ClientGone(Exception):
-    """The client closed the connection or broke the protocol."""
+class _Gone(Exception):
+    """The connection is over: the client left, or must not be answered further."""
+
+
+class _BadRequest(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class _Connection:
     def __init__(self, app: ASGIApp, stream: trio.abc.Stream, sock: trio.socket.SocketType,
                  scheme: str) -> None:
         self._app = app
-        self._stream = stream
+        self.stream = stream
         self._scheme = scheme
-        self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADERS)
+        self.buffer = bytearray()
         self._client = _address(sock.getpeername())
         self._server = _address(sock.getsockname())
 
     async def run(self) -> None:
         try:
-            async with self._stream:
+            async with self.stream:
                 while await self._one_request():
                     pass
-        except (_ClientGone, trio.BrokenResourceError, trio.ClosedResourceError):
+        except (_Gone, trio.BrokenResourceError, trio.ClosedResourceError):
             pass
         except OSError as exc:  # ECONNRESET and friends
             log.debug("connection from %s ended: %s", self._client, exc)
 
-    async def _next_event(self, *, idle: bool) -> Any:
-        conn = self._h11
-        while True:
-            try:
-                event = conn.next_event()
-            except h11.RemoteProtocolError as exc:
-                await self._refuse(exc)
-                raise _ClientGone from exc
-            if event is not h11.NEED_DATA:
-                return event
-            if idle:
-                with trio.move_on_after(KEEP_ALIVE_TIMEOUT):
-                    data = await self._stream.receive_some(READ_SIZE)
-                    idle = False
-                if idle:  # nothing came: close quietly
-                    raise _ClientGone
-            else:
-                data = await self._stream.receive_some(READ_SIZE)
-            conn.receive_data(data)  # b"" marks the end
+    async def _fill(self, *, idle: bool = False) -> None:
+        if idle:
+            with trio.move_on_after(KEEP_ALIVE_TIMEOUT):
+                data = await self.stream.receive_some(READ_SIZE)
+                if data:
+                    self.buffer += data
+                    return
+            raise _Gone  # idle too long, or closed between requests
+        data = await self.stream.receive_some(READ_SIZE)
+        if not data:
+            raise _Gone
+        self.buffer += data
 
-    async def _refuse(self, exc: h11.RemoteProtocolError) -> None:
-        if self._h11.our_state in (h11.IDLE, h11.SEND_RESPONSE):
-            body = b'{"error":"bad request"}'
-            status = exc.error_status_hint
-            try:
-                await self._stream.send_all(
-                    self._h11.send(h11.Response(status_code=status, headers=[
-                        (b"content-type", b"application/json"),
-                        (b"content-length", str(len(body)).encode()),
-                        (b"connection", b"close")]))
-                    + self._h11.send(h11.Data(data=body)) + self._h11.send(h11.EndOfMessage()))
-            except (h11.LocalProtocolError, trio.BrokenResourceError, OSError):
-                pass
+    async def _line(self) -> bytes:
+        while (end := self.buffer.find(b"\r\n")) < 0:
+            if len(self.buffer) > MAX_HEAD:
+                raise _BadRequest(431, "request head too large")
+            await self._fill()
+        line = bytes(self.buffer[:end])
+        del self.buffer[: end + 2]
+        return line
 
     async def _one_request(self) -> bool:
         """Serve one request; True when the connection may carry another."""
-        conn = self._h11
-        event = await self._next_event(idle=True)
-        if isinstance(event, h11.ConnectionClosed):
+        try:
+            while (end := self.buffer.find(b"\r\n\r\n")) < 0:
+                if len(self.buffer) > MAX_HEAD:
+                    raise _BadRequest(431, "request head too large")
+                await self._fill(idle=not self.buffer)
+            head = bytes(self.buffer[:end])
+            del self.buffer[: end + 4]
+            method, target, version, headers = _parse_head(head)
+            keep_alive = version == b"HTTP/1.1"
+            length = chunked = None
+            expect_continue = False
+            for name, value in headers:
+                if name == b"content-length":
+                    if length is not None or not value.isdigit():
+                        raise _BadRequest(400, "bad content-length")
+                    length = int(value)
+                elif name == b"transfer-encoding":
+                    chunked = value.lower() == b"chunked"
+                    if not chunked:
+                        raise _BadRequest(501, "unsupported transfer-encoding")
+                elif name == b"connection":
+                    tokens = value.lower()
+                    if b"close" in tokens:
+                        keep_alive = False
+                    elif b"keep-alive" in tokens:
+                        keep_alive = True
+                elif name == b"expect":
+                    expect_continue = value.lower() == b"100-continue"
+            if length is not None and chunked:
+                raise _BadRequest(400, "both content-length and transfer-encoding")
+            if (length or chunked) and expect_continue and version == b"HTTP/1.1":
+                await self.stream.send_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+            if chunked:
+                body = await self._chunked_body()
+            else:
+                length = length or 0
+                if length > MAX_BODY:
+                    raise _BadRequest(413, "request body too large")
+                while len(self.buffer) < length:
+                    await self._fill()
+                body = bytes(self.buffer[:length])
+                del self.buffer[:length]
+        except _BadRequest as exc:
+            await self.refuse(exc.status, str(exc))
             return False
-        assert isinstance(event, h11.Request), event
+        exchange = _Exchange(self, method, target, version, headers, body, keep_alive)
+        return await exchange.run()
+
+    async def _chunked_body(self) -> bytes:
         body = bytearray()
         while True:
-            part = await self._next_event(idle=False)
-            if isinstance(part, h11.Data):
-                body += part.data
-                if len(body) > MAX_BODY:
-                    await self._answer_plain(413, b'{"error":"request body too large"}')
-                    return False
-            elif isinstance(part, h11.EndOfMessage):
-                break
-            else:  # ConnectionClosed in the middle of a body
-                return False
-        exchange = _Exchange(self, event, bytes(body))
-        await exchange.run()
-        if conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:
-            return False
-        if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
-            return False
-        conn.start_next_cycle()
-        return True
+            size_line = (await self._line()).split(b";", 1)[0].strip()
+            try:
+                size = int(size_line, 16)
+            except ValueError:
+                raise _BadRequest(400, "bad chunk size") from None
+            if size == 0:
+                while await self._line():  # trailers, up to a blank line
+                    pass
+                return bytes(body)
+            if len(body) + size > MAX_BODY:
+                raise _BadRequest(413, "request body too large")
+            while len(self.buffer) < size + 2:
+                await self._fill()
+            if self.buffer[size : size + 2] != b"\r\n":
+                raise _BadRequest(400, "bad chunk end")
+            body += self.buffer[:size]
+            del self.buffer[: size + 2]
 
-    async def _answer_plain(self, status: int, body: bytes) -> None:
-        conn = self._h11
-        await self._stream.send_all(
-            conn.send(h11.Response(status_code=status, headers=[
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode())]))
-            + conn.send(h11.Data(data=body)) + conn.send(h11.EndOfMessage()))
+    async def refuse(self, status: int, message: str) -> None:
+        body = b'{"error":"%s"}' % message.encode()
+        try:
+            await self.stream.send_all(
+                b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
+                b"connection: close\r\n\r\n%s" % (status, _REASONS.get(status, b""), len(body), body))
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            pass
 
-    def scope(self, request: h11.Request) -> Scope:
-        target = bytes(request.target)
+    def scope(self, method: bytes, target: bytes, version: bytes,
+              headers: list[tuple[bytes, bytes]]) -> Scope:
         raw_path, _, query = target.partition(b"?")
         return {
             "type": "http",
             "asgi": {"version": "3.0", "spec_version": "2.3"},
-            "http_version": request.http_version.decode(),
-            "method": request.method.decode(),
+            "http_version": "1.1" if version == b"HTTP/1.1" else "1.0",
+            "method": method.decode("ascii"),
             "scheme": self._scheme,
             "path": unquote_to_bytes(raw_path).decode("utf-8", "replace"),
             "raw_path": raw_path,
             "query_string": query,
             "root_path": "",
-            "headers": [(name, value) for name, value in request.headers],
+            "headers": headers,
             "client": self._client,
             "server": self._server,
         }
 
 
+def _parse_head(head: bytes) -> tuple[bytes, bytes, bytes, list[tuple[bytes, bytes]]]:
+    lines = head.split(b"\r\n")
+    parts = lines[0].split(b" ")
+    if len(parts) != 3:
+        raise _BadRequest(400, "bad request line")
+    method, target, version = parts
+    if not method or not _METHOD_CHARS.issuperset(method) or not target:
+        raise _BadRequest(400, "bad request line")
+    if version not in (b"HTTP/1.1", b"HTTP/1.0"):
+        raise _BadRequest(505, "HTTP version not supported")
+    headers = []
+    for line in lines[1:]:
+        name, sep, value = line.partition(b":")
+        if not sep or not name or name != name.strip() or b" " in name:
+            raise _BadRequest(400, "bad header line")
+        headers.append((name.lower(), value.strip()))
+    return method, target, version, headers
+
+
 class _Exchange:
     """One request and its response: the ASGI ``receive`` and ``send``."""
 
-    def __init__(self, connection: _Connection, request: h11.Request, body: bytes) -> None:
+    def __init__(self, connection: _Connection, method: bytes, target: bytes, version: bytes,
+                 headers: list[tuple[bytes, bytes]], body: bytes, keep_alive: bool) -> None:
         self._connection = connection
-        self._request = request
+        self._method = method
+        self._target = target
+        self._version = version
+        self._headers = headers
         self._body: bytes | None = body
+        self._keep_alive = keep_alive
         self._pending_head: bytes | None = None  # headers held back to go with the body
+        self._chunked = False
         self._started = False
         self._finished = False
         self._disconnected = False
-        self._head_only = request.method == b"HEAD"
 
-    async def run(self) -> None:
+    async def run(self) -> bool:
+        """Run the application; True when the connection may carry another request."""
         connection = self._connection
+        scope = connection.scope(self._method, self._target, self._version, self._headers)
         try:
-            await connection._app(connection.scope(self._request), self.receive, self.send)
+            await connection._app(scope, self.receive, self.send)
         except Exception as exc:
             if _client_gone(exc):
-                raise _ClientGone from None
-            log.exception("the ASGI application failed on %s %s",
-                          self._request.method.decode(), bytes(self._request.target).decode())
+                raise _Gone from None
+            log.exception("the ASGI application failed on %s %s", self._method.decode(),
+                          self._target.decode("latin-1"))
             if not self._started:
-                await connection._answer_plain(500, b'{"error":"internal server error"}')
-                return
-            raise _ClientGone from None
+                await connection.refuse(500, "internal server error")
+            return False
         if not self._finished:
             if not self._started:  # the app returned without answering
-                await connection._answer_plain(500, b'{"error":"no response"}')
-                return
-            raise _ClientGone  # a response cut short: the client must not wait for more
+                await connection.refuse(500, "no response")
+            return False  # a response cut short: the client must not wait for more
+        return self._keep_alive and not self._disconnected
 
     async def receive(self) -> Message:
         if self._body is not None:
@@ -231,62 +300,89 @@ class _Exchange:
 
     async def _wait_for_close(self) -> None:
         """Read until the client goes away (a request that follows is kept for later)."""
-        stream = self._connection._stream
-        conn = self._connection._h11
+        connection = self._connection
         try:
-            while True:
-                data = await stream.receive_some(READ_SIZE)
-                if not data:
-                    break
-                conn.receive_data(data)
+            while data := await connection.stream.receive_some(READ_SIZE):
+                connection.buffer += data
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             pass
         self._disconnected = True
 
     async def send(self, message: Message) -> None:
         kind = message["type"]
-        conn = self._connection._h11
         if kind == "http.response.start":
             if self._started:
                 raise RuntimeError("http.response.start sent twice")
             self._started = True
-            headers = list(message.get("headers", ()))
-            head = conn.send(h11.Response(status_code=message["status"], headers=headers))
-            if any(name.lower() == b"content-length" for name, _ in headers):
-                self._pending_head = head  # goes out with the body, in one send
-            else:
+            head = self._head(message["status"], message.get("headers", ()))
+            if self._pending_head is None:
                 await self._write(head)
+            else:
+                self._pending_head = head
         elif kind == "http.response.body":
             if not self._started or self._finished:
                 raise RuntimeError("http.response.body outside a response")
             body = message.get("body", b"")
+            more = message.get("more_body", False)
             out = self._pending_head or b""
             self._pending_head = None
-            if body and not self._head_only:
-                out += conn.send(h11.Data(data=body))
-            if not message.get("more_body", False):
-                out += conn.send(h11.EndOfMessage())
+            if self._method == b"HEAD":
+                body = b""
+            if self._chunked:
+                if body:
+                    out += b"%x\r\n%s\r\n" % (len(body), body)
+                if not more:
+                    out += b"0\r\n\r\n"
+            else:
+                out += body
+            if not more:
                 self._finished = True
             if out:
                 await self._write(out)
         else:
             raise RuntimeError(f"unsupported ASGI message: {kind}")
 
+    def _head(self, status: int, headers: Any) -> bytes:
+        lines = [b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b""))]
+        length_given = False
+        for name, value in headers:
+            lowered = name.lower()
+            if lowered == b"content-length":
+                length_given = True
+            elif lowered == b"connection" and b"close" in value.lower():
+                self._keep_alive = False
+            lines.append(b"%s: %s\r\n" % (name, value))
+        no_body = status < 200 or status in (204, 304)
+        if length_given:
+            self._pending_head = b""  # marks "send the head with the body"
+        elif not no_body and self._method != b"HEAD":
+            if self._version == b"HTTP/1.1":
+                self._chunked = True
+                lines.append(b"transfer-encoding: chunked\r\n")
+            else:
+                self._keep_alive = False  # the body ends with the connection
+        if not self._keep_alive:
+            lines.append(b"connection: close\r\n")
+        elif self._version == b"HTTP/1.0":
+            lines.append(b"connection: keep-alive\r\n")
+        lines.append(b"\r\n")
+        return b"".join(lines)
+
     async def _write(self, data: bytes) -> None:
         if self._disconnected:
-            raise _ClientGone
+            raise _Gone
         try:
-            await self._connection._stream.send_all(data)
+            await self._connection.stream.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             self._disconnected = True
-            raise _ClientGone from None
+            raise _Gone from None
 
 
 def _client_gone(exc: BaseException) -> bool:
     """Whether ``exc`` (or every exception in its group) says the client went away."""
     if isinstance(exc, BaseExceptionGroup):
         return all(_client_gone(inner) for inner in exc.exceptions)
-    return isinstance(exc, (_ClientGone, trio.BrokenResourceError, trio.ClosedResourceError))
+    return isinstance(exc, (_Gone, trio.BrokenResourceError, trio.ClosedResourceError))
 
 
 def _address(address: Any) -> tuple[str, int] | None:

@@ -97,8 +97,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise ConfigError("--relay-url is required (or RELAY_ORCHESTRATOR_RELAY_URL)")
     if settings.read_token() is None:
         raise ConfigError("no relay token: give --token-file or set RELAY_ORCHESTRATOR_TOKEN")
+    from ._app import fleet_config
     from ._logging import setup_logging
 
+    fleet_config(settings)  # a bad [providers.<name>] table exits 2, naming its key
     setup_logging(settings.log_format, verbose=getattr(args, "verbose", False))
     trio.run(_run_until_signal, settings)
     return EXIT_OK

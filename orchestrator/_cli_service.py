@@ -246,6 +246,8 @@ def restart_service(settings: Settings) -> int:
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
+    import actors
+
     from ._agent_logs import find_agent_log, follow_log, tail_log
 
     settings = settings_with_recorded(args)
@@ -254,15 +256,20 @@ def cmd_logs(args: argparse.Namespace) -> int:
         print(f"relay-orchestrator: no agent matches {args.agent!r} in {settings.state_dir}",
               file=sys.stderr)
         return 1
-    for line in tail_log(path, args.n):
+    if not args.follow:
+        for line in tail_log(path, args.n):
+            print(line)
+        return 0
+    # The last lines and where following starts, in one look: none lost or doubled.
+    follower, lines = actors.LogFollower.with_tail(path, args.n)
+    for line in lines:
         print(line)
-    if args.follow:
-        sys.stdout.flush()
-        try:
-            for line in follow_log(path):
-                print(line, flush=True)
-        except KeyboardInterrupt:
-            pass
+    sys.stdout.flush()
+    try:
+        for line in follow_log(path, follower=follower):
+            print(line, flush=True)
+    except KeyboardInterrupt:
+        pass
     return 0
 
 

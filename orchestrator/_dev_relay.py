@@ -1,7 +1,7 @@
 """The dev relay: the relay command bus (PROTOCOL.md §1–3, 5, 6) on loopback.
 
-An ASGI app (starlette) served by hypercorn's trio worker inside the
-caller's nursery::
+An ASGI app (starlette) served by ``_asgi_server.py`` (trio + h11) inside
+the caller's nursery::
 
     relay = await nursery.start(partial(serve_dev_relay, token="t"))
     relay.url                                   # http://127.0.0.1:<port>
@@ -16,8 +16,8 @@ person asks for (upgrade with the seed's safety rails, spawn, agent
 stop/restart/compact), and the state file (a JSON snapshot written off the
 request path, coalesced, atomically, and once more on shutdown).
 
-``relay-orchestrator run`` never imports this module: hypercorn and
-starlette cost memory the orchestrator itself does not need.
+``relay-orchestrator run`` never imports this module: starlette costs
+memory the orchestrator itself does not need.
 """
 
 from __future__ import annotations
@@ -28,17 +28,15 @@ import json
 import logging
 import os
 import socket
+import ssl
 from collections.abc import Awaitable, Callable
 from functools import partial
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 from urllib.parse import parse_qs
 
 import attrs
-import hypercorn.trio
 import trio
-from hypercorn.config import Config
-from hypercorn.typing import Framework
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -46,6 +44,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from ._asgi_server import serve_asgi
 from ._dev_relay_spec import JSON, RelayHTTPError, bad, check_type, openapi_document
 from ._dev_relay_store import (
     Command,
@@ -632,15 +631,10 @@ def _listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _config(fd: int) -> Config:
-    config = Config()
-    config.bind = [f"fd://{fd}"]  # hypercorn adopts the bound socket
-    config.accesslog = None
-    config.errorlog = log
-    config.keep_alive_timeout = 75.0
-    config.keep_alive_max_requests = 2**62  # the default (1000) drops busy clients
-    config.graceful_timeout = 1.0
-    return config
+def _tls(certfile: Path, keyfile: Path) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(str(certfile), str(keyfile))
+    return context
 
 
 async def serve_dev_relay(
@@ -672,19 +666,16 @@ async def serve_dev_relay(
                                      f"{exc.strerror or exc}") from exc
     faults = Faults()
     app = build_app(store, faults, token, keepalive_interval)
-    fd = _listen(host, port).detach()
-    config = _config(fd)
-    if certfile is not None and keyfile is not None:
-        config.certfile, config.keyfile = str(certfile), str(keyfile)
+    tls = _tls(certfile, keyfile) if certfile is not None and keyfile is not None else None
+    sock = _listen(host, port)
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(store.run_timers)
             if state_file is not None:
                 nursery.start_soon(_run_state_writer, store, state_file)
-            binds = await nursery.start(partial(
-                hypercorn.trio.serve, cast(Framework, app), config, mode="asgi"))
-            os.set_inheritable(fd, False)  # hypercorn makes it inheritable: agents need not
-            task_status.started(DevRelay(url=binds[0], token=token, faults=faults, store=store))
+            url = await nursery.start(partial(serve_asgi, app, sock, ssl_context=tls))
+            task_status.started(DevRelay(url=url, token=token, faults=faults, store=store))
     finally:
+        sock.close()  # closed already, unless the server never started
         if state_file is not None:
             _save(store, state_file)  # the last changes, synchronously, even when cancelled

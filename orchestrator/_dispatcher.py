@@ -11,6 +11,12 @@ A claim that fails (5xx, refused, timeout) is retried with backoff, never
 dropped. 409 means not ours — unless an earlier attempt's answer was lost,
 in which case the command is read back: ``running`` means our claim took
 effect.
+
+Claims run ahead of acting: while a lane acts on its first command, the
+claims of the next ``CLAIM_AHEAD`` are already on their way (a claim has no
+effect here but the journal's, and the intents are made durable before any
+claim leaves). Acting stays one at a time, in arrival order; a command may
+show ``running`` at the relay while it waits for its turn in its lane.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ log = logging.getLogger("relay_orchestrator.dispatcher")
 
 Handler = Callable[[Command], Awaitable[Outcome | None]]
 LANE_KEYS = ("agentId", "spawnRequestId", "policyName", "tmuxSession")
+CLAIM_AHEAD = 8  # claims a lane sends before its turn to act
 
 
 class Rejected(Exception):
@@ -49,9 +56,33 @@ def lane_key(command: Command) -> str:
     return "*" if command.type.startswith("orchestrator.") else f"cmd={command.id}"
 
 
+def settle_order(lane: str, body: dict[str, Any]) -> tuple[str, ...]:
+    """The outbox order keys of a settle: its lane, and every agent it names."""
+    keys = [f"lane:{lane}"]
+    if lane.startswith("agentId="):
+        keys.append(f"agent:{lane[len('agentId='):]}")
+    result = body.get("result")
+    if isinstance(result, dict):
+        named = [result.get("agentId")]
+        for field in ("stopped", "restarted"):
+            value = result.get(field)
+            if isinstance(value, list):
+                named.extend(value)
+        keys.extend(f"agent:{agent_id}" for agent_id in named if isinstance(agent_id, str))
+    return tuple(dict.fromkeys(keys))
+
+
+@attrs.define(eq=False)
+class _Entry:
+    command: Command
+    claim: bool  # False: claimed by an earlier process already (recovery)
+    claimed: trio.Event | None = None  # set once the claim has an answer
+    ours: bool = False  # the relay gave it to us
+
+
 @attrs.define(eq=False)
 class _Lane:
-    queue: deque[tuple[Command, bool]] = attrs.field(factory=deque)
+    queue: deque[_Entry] = attrs.field(factory=deque)
 
 
 class Dispatcher:
@@ -97,10 +128,10 @@ class Dispatcher:
         self._idle = trio.Event() if self._idle.is_set() else self._idle
         if lane is None:
             lane = self._lanes[key] = _Lane()
-            lane.queue.append((command, claim))
+            lane.queue.append(_Entry(command, claim))
             self._nursery.start_soon(self._run_lane, key, lane)
         else:
-            lane.queue.append((command, claim))
+            lane.queue.append(_Entry(command, claim))
 
     # -- lanes ----------------------------------------------------------------
     async def run(self, *, task_status: trio.TaskStatus[Dispatcher] = trio.TASK_STATUS_IGNORED) -> None:
@@ -118,9 +149,9 @@ class Dispatcher:
     async def _run_lane(self, key: str, lane: _Lane) -> None:
         try:
             while lane.queue:
-                command, claim = lane.queue[0]
+                self._claim_ahead(lane)
                 try:
-                    await self._process(command, claim)
+                    await self._process(key, lane.queue[0])
                 finally:
                     lane.queue.popleft()
                     self.in_flight -= 1
@@ -130,17 +161,39 @@ class Dispatcher:
             if self._lanes.get(key) is lane:
                 del self._lanes[key]
 
-    async def _process(self, command: Command, claim: bool) -> None:
-        if claim and not await self._claim(command):
-            self._journal.set_state(command.id, CommandState.DROPPED)
-            return
-        if claim:
-            self._journal.set_state(command.id, CommandState.CLAIMED)
+    def _claim_ahead(self, lane: _Lane) -> None:
+        assert self._nursery is not None
+        for index, entry in enumerate(lane.queue):
+            if index > CLAIM_AHEAD:
+                break
+            if entry.claim and entry.claimed is None:
+                entry.claimed = trio.Event()
+                self._nursery.start_soon(self._claim_entry, entry)
+
+    async def _claim_entry(self, entry: _Entry) -> None:
+        assert entry.claimed is not None
+        try:
+            self._journal.flush()  # the intent is durable before the claim leaves
+            entry.ours = await self._claim(entry.command)
+            # Lazily: lost in a crash, recovery asks the relay what became of it.
+            state = CommandState.CLAIMED if entry.ours else CommandState.DROPPED
+            self._journal.set_state(entry.command.id, state, lazy=True)
+        finally:
+            entry.claimed.set()
+
+    async def _process(self, lane: str, entry: _Entry) -> None:
+        command = entry.command
+        if entry.claim:
+            assert entry.claimed is not None
+            await entry.claimed.wait()
+            if not entry.ours:
+                return
         outcome = await self._act(command)
         if outcome is None:
             return  # left running on purpose (orchestrator.upgrade)
         self.acted += 1
-        self._journal.record_outcome(command.id, outcome.body())
+        body = outcome.body()
+        self._journal.record_outcome(command.id, body, order=settle_order(lane, body))
         self._on_outcome()
 
     async def _claim(self, command: Command) -> bool:

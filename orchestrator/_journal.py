@@ -14,18 +14,35 @@ What it keeps, and why:
   the database file is created 0600 for that reason), for re-adoption.
 - ``meta``: the generated orchestrator id, a pending upgrade, and such.
 
-Calls are synchronous: each is one short transaction on a local file
-(tens of microseconds with ``synchronous=NORMAL``, durable against a crash
-of this process), cheaper than a hop to a worker thread on the hot path.
+Calls are synchronous: short transactions on a local file (tens of
+microseconds with ``synchronous=NORMAL``, durable against a crash of this
+process), cheaper than a hop to a worker thread on the hot path.
+
+Not every write needs its own commit. Writes that a crash may lose without
+harm are *lazy*: they join an open transaction that the next durable write,
+or ``flush()``, commits:
+
+- the claim intent (``record_intent``): the dispatcher calls ``flush()``
+  before it sends the claim, so the intents of a whole stream chunk are
+  made durable in one commit, always before their claims leave;
+- ``claimed``/``dropped`` states (``set_state(..., lazy=True)``): lost, a
+  command stays ``claiming``, and recovery asks the relay what became of it;
+- ``delivered``: lost, the settle is sent again, and the relay answers a
+  repeated outcome with 200.
+
+The outbox is mirrored in memory (loaded once, kept in step by every
+write), so the delivery loop never queries the table.
 """
 
 from __future__ import annotations
 
 import enum
+import itertools
 import json
 import os
 import sqlite3
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +90,8 @@ class OutboxItem:
     kind: OutboxKind
     key: str
     body: dict[str, Any]
+    # What it must not overtake (``Outbox``): items sharing a key go in order.
+    order: tuple[str, ...] = ()
 
 
 @attrs.frozen(kw_only=True)
@@ -102,13 +121,39 @@ class Journal:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
         self._settled_since_prune = 0
+        self._in_transaction = False
+        # The outbox in memory: pending items by seq (ascending), and the seq of
+        # each agent's pending report.
+        self._outbox: dict[int, OutboxItem] = {}
+        self._reports: dict[str, int] = {}
+        self._on_outbox: list[Callable[[OutboxItem], None]] = []
+        for s, k, key, b in self._db.execute("SELECT seq, kind, key, body FROM outbox ORDER BY seq"):
+            # left by an earlier process: delivered one after another, as they came
+            item = OutboxItem(seq=s, kind=OutboxKind(k), key=key, body=json.loads(b),
+                              order=("journal",))
+            self._outbox[s] = item
+            if item.kind is OutboxKind.AGENT:
+                self._reports[key] = s
 
     @classmethod
     def open(cls, state_dir: Path) -> Journal:
         return cls(state_dir / "journal.sqlite3")
 
     def close(self) -> None:
+        self.flush()
         self._db.close()
+
+    # -- transactions -------------------------------------------------------
+    def _begin(self) -> None:
+        if not self._in_transaction:
+            self._db.execute("BEGIN")
+            self._in_transaction = True
+
+    def flush(self) -> None:
+        """Commit the lazy writes made so far (a no-op when there are none)."""
+        if self._in_transaction:
+            self._in_transaction = False
+            self._db.execute("COMMIT")
 
     # -- meta ---------------------------------------------------------------
     def get_meta(self, key: str) -> Any:
@@ -116,6 +161,7 @@ class Journal:
         return None if row is None else json.loads(row[0])
 
     def set_meta(self, key: str, value: Any) -> None:
+        self.flush()
         if value is None:
             self._db.execute("DELETE FROM meta WHERE key=?", (key,))
         else:
@@ -133,7 +179,9 @@ class Journal:
         return None if row is None else _command_row(row)
 
     def record_intent(self, command_id: str, command_type: str, params: Any) -> bool:
-        """Write the claim intent; False when the id was seen before (do nothing)."""
+        """Write the claim intent (lazily: ``flush()`` before claiming); False when
+        the id was seen before (do nothing)."""
+        self._begin()
         cur = self._db.execute(
             "INSERT OR IGNORE INTO commands(id, type, state, params, outcome, updated_at) "
             "VALUES(?, ?, ?, ?, NULL, ?)",
@@ -142,25 +190,55 @@ class Journal:
         )
         return cur.rowcount == 1
 
-    def set_state(self, command_id: str, state: CommandState) -> None:
+    def set_state(self, command_id: str, state: CommandState, *, lazy: bool = False) -> None:
+        self._begin()
         self._db.execute(
             "UPDATE commands SET state=?, updated_at=? WHERE id=?",
             (state.value, _now_ms(), command_id),
         )
+        if not lazy:
+            self.flush()
 
-    def record_outcome(self, command_id: str, body: dict[str, Any]) -> None:
-        """Outcome and its settle go into the journal in one transaction."""
+    def record_outcome(
+        self, command_id: str, body: dict[str, Any], *, order: tuple[str, ...] = ()
+    ) -> OutboxItem:
+        """Outcome and its settle go into the journal in one transaction.
+
+        ``order``: keys the settle shares with items it must not overtake
+        (``Outbox``); kept in memory only."""
         text = json.dumps(body)
-        with self._db:
-            self._db.execute("BEGIN")
+        self._begin()
+        try:
             self._db.execute(
                 "UPDATE commands SET state=?, outcome=?, updated_at=? WHERE id=?",
                 (CommandState.DONE.value, text, _now_ms(), command_id),
             )
-            self._db.execute(
+            seq = self._db.execute(
                 "INSERT INTO outbox(kind, key, body) VALUES(?, ?, ?)",
                 (OutboxKind.SETTLE.value, command_id, text),
-            )
+            ).lastrowid
+        except BaseException:
+            self._rollback()
+            raise
+        self.flush()
+        assert seq is not None
+        item = OutboxItem(seq=seq, kind=OutboxKind.SETTLE, key=command_id, body=body, order=order)
+        self._added(item)
+        return item
+
+    def watch_outbox(self, callback: Callable[[OutboxItem], None]) -> None:
+        """Call ``callback`` with every item added to the outbox from now on."""
+        self._on_outbox.append(callback)
+
+    def _added(self, item: OutboxItem) -> None:
+        self._outbox[item.seq] = item
+        for callback in self._on_outbox:
+            callback(item)
+
+    def _rollback(self) -> None:
+        if self._in_transaction:
+            self._in_transaction = False
+            self._db.execute("ROLLBACK")
 
     def unfinished(self) -> list[JournalCommand]:
         """Commands claimed (or being claimed) with no outcome: a crash left them."""
@@ -175,35 +253,50 @@ class Journal:
         return {state: n for state, n in rows}
 
     # -- outbox -------------------------------------------------------------
-    def enqueue_report(self, agent_id: str, body: dict[str, Any]) -> None:
-        with self._db:
-            self._db.execute("BEGIN")
-            self._db.execute(
-                "DELETE FROM outbox WHERE kind=? AND key=?", (OutboxKind.AGENT.value, agent_id)
-            )
-            self._db.execute(
+    def enqueue_report(self, agent_id: str, body: dict[str, Any]) -> OutboxItem:
+        """The agent's newest report replaces the one not yet delivered."""
+        self._begin()
+        try:
+            old = self._reports.get(agent_id)
+            if old is not None:
+                self._db.execute("DELETE FROM outbox WHERE seq=?", (old,))
+            seq = self._db.execute(
                 "INSERT INTO outbox(kind, key, body) VALUES(?, ?, ?)",
                 (OutboxKind.AGENT.value, agent_id, json.dumps(body)),
-            )
+            ).lastrowid
+        except BaseException:
+            self._rollback()
+            raise
+        self.flush()
+        assert seq is not None
+        if old is not None:
+            self._outbox.pop(old, None)
+        item = OutboxItem(seq=seq, kind=OutboxKind.AGENT, key=agent_id, body=body)
+        self._reports[agent_id] = seq
+        self._added(item)
+        return item
 
-    def outbox(self, limit: int = 256) -> list[OutboxItem]:
-        rows = self._db.execute(
-            "SELECT seq, kind, key, body FROM outbox ORDER BY seq LIMIT ?", (limit,)
-        ).fetchall()
-        return [
-            OutboxItem(seq=s, kind=OutboxKind(k), key=key, body=json.loads(b))
-            for s, k, key, b in rows
-        ]
+    def outbox(self, limit: int | None = 256) -> list[OutboxItem]:
+        """The oldest ``limit`` items not yet delivered (all: None), in order."""
+        return list(itertools.islice(self._outbox.values(), limit))
+
+    def pending(self, item: OutboxItem) -> bool:
+        """Whether ``item`` still waits (not delivered, nor replaced by a newer report)."""
+        return self._outbox.get(item.seq) is item
 
     def delivered(self, item: OutboxItem) -> None:
-        with self._db:
-            self._db.execute("BEGIN")
-            self._db.execute("DELETE FROM outbox WHERE seq=?", (item.seq,))
-            if item.kind is OutboxKind.SETTLE:
-                self._db.execute(
-                    "UPDATE commands SET state=?, updated_at=? WHERE id=?",
-                    (CommandState.SETTLED.value, _now_ms(), item.key),
-                )
+        """Lazy: a settle delivered again is harmless."""
+        if self._outbox.pop(item.seq, None) is None:
+            return  # replaced meanwhile (a newer report of the same agent)
+        if item.kind is OutboxKind.AGENT and self._reports.get(item.key) == item.seq:
+            del self._reports[item.key]
+        self._begin()
+        self._db.execute("DELETE FROM outbox WHERE seq=?", (item.seq,))
+        if item.kind is OutboxKind.SETTLE:
+            self._db.execute(
+                "UPDATE commands SET state=?, updated_at=? WHERE id=?",
+                (CommandState.SETTLED.value, _now_ms(), item.key),
+            )
         if item.kind is OutboxKind.SETTLE:
             self._settled_since_prune += 1
             if self._settled_since_prune >= 1000:
@@ -218,7 +311,7 @@ class Journal:
         )
 
     def outbox_size(self) -> int:
-        return int(self._db.execute("SELECT count(*) FROM outbox").fetchone()[0])
+        return len(self._outbox)
 
     # -- agents (actors.AgentStore) -------------------------------------------
     def load_agents(self) -> list[dict[str, Any]]:
@@ -226,6 +319,7 @@ class Journal:
         return [json.loads(r[0]) for r in rows]
 
     def save_agent(self, agent_id: str, record: dict[str, Any]) -> None:
+        self.flush()
         self._db.execute(
             "INSERT INTO agents(agent_id, record) VALUES(?, ?) "
             "ON CONFLICT(agent_id) DO UPDATE SET record=excluded.record",
@@ -233,6 +327,7 @@ class Journal:
         )
 
     def delete_agent(self, agent_id: str) -> None:
+        self.flush()
         self._db.execute("DELETE FROM agents WHERE agent_id=?", (agent_id,))
 
 

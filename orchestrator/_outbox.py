@@ -1,14 +1,23 @@
-"""The outbox: delivers settles and agent reports from the journal, in order.
+"""The outbox: delivers settles and agent reports from the journal.
 
 An outcome is written to the journal first (``Journal.record_outcome``);
 this task then delivers it until the relay accepts it. A relay that is down
 delays a settle, never loses it. An agent's newer report replaces the older
 one that has not gone out yet.
+
+Order: items that share an order key go out one after another, in the order
+they were journaled; others go out side by side, at most ``MAX_IN_FLIGHT``
+at once. An agent's reports share the key ``agent:<id>``; a settle carries
+the keys the dispatcher gives it (its lane, and ``agent:<id>`` of every agent
+its result names), so the commands about one agent settle in the order they
+were acted on, and never before the reports that came before them. While the
+relay fails, one item at a time is tried, with backoff.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -20,6 +29,14 @@ from ._journal import Journal, OutboxItem, OutboxKind
 from ._relay_client import RelayClient
 
 log = logging.getLogger("relay_orchestrator.outbox")
+
+MAX_IN_FLIGHT = 16
+
+
+def order_keys(item: OutboxItem) -> tuple[str, ...]:
+    if item.kind is OutboxKind.AGENT:
+        return (f"agent:{item.key}",)
+    return item.order or (f"command:{item.key}",)
 
 
 class Outbox:
@@ -39,7 +56,16 @@ class Outbox:
         self._backoff = backoff or Backoff()
         self._wake = trio.Event()
         self._idle = trio.Event()
+        # Items waiting, per order key, oldest first; an item may go once it
+        # heads the queue of each of its keys.
+        self._queues: dict[str, deque[OutboxItem]] = {}
+        self._ready: deque[OutboxItem] = deque()
+        self._in_flight: set[int] = set()
+        self._failing = False  # the last delivery failed: one at a time until one succeeds
         self.delivered_count = 0
+        for item in journal.outbox(None):
+            self._arrived(item)
+        journal.watch_outbox(self._arrived)
 
     def wake(self) -> None:
         self._wake.set()
@@ -50,35 +76,77 @@ class Outbox:
         if not isinstance(agent_id, str):
             return
         self._journal.enqueue_report(agent_id, agent)
-        self._wake.set()
 
     agent_changed = report_agent
 
+    def _arrived(self, item: OutboxItem) -> None:
+        heads = True
+        for key in order_keys(item):
+            queue = self._queues.setdefault(key, deque())
+            heads = heads and not queue
+            queue.append(item)
+        if heads:
+            self._ready.append(item)
+        self._wake.set()
+
+    def _finished(self, item: OutboxItem) -> None:
+        """``item`` is done with: whatever it held back may now be ready."""
+        for key in order_keys(item):
+            queue = self._queues[key]
+            assert queue[0] is item
+            queue.popleft()
+            if not queue:
+                del self._queues[key]
+            elif all(self._queues[k][0] is queue[0] for k in order_keys(queue[0])):
+                self._ready.append(queue[0])
+
     async def run(self, *, task_status: trio.TaskStatus[Outbox] = trio.TASK_STATUS_IGNORED) -> None:
-        task_status.started(self)
-        while True:
-            items = self._journal.outbox()
-            if not items:
-                self._idle.set()
+        async with trio.open_nursery() as nursery:
+            task_status.started(self)
+            while True:
+                self._start_ready(nursery)
+                if not self._in_flight and not self._journal.outbox_size():
+                    self._journal.flush()  # the lazy "delivered" marks
+                    self._idle.set()
+                elif self._idle.is_set():
+                    self._idle = trio.Event()
                 await self._wake.wait()
                 self._wake = trio.Event()
+
+    def _start_ready(self, nursery: trio.Nursery) -> None:
+        limit = 1 if self._failing else MAX_IN_FLIGHT
+        while self._ready and len(self._in_flight) < limit:
+            item = self._ready.popleft()
+            if not self._journal.pending(item):  # replaced by a newer report
+                self._finished(item)
                 continue
-            self._idle = trio.Event()
-            for item in items:
-                if not await self._deliver(item):
-                    break
+            self._in_flight.add(item.seq)
+            nursery.start_soon(self._deliver_one, item)
 
     async def flush(self, timeout: float) -> bool:
         """Wait until everything journaled has gone out, at most ``timeout`` s."""
         with trio.move_on_after(timeout):
-            while self._journal.outbox_size():
+            while self._journal.outbox_size() or self._in_flight:
                 self._wake.set()
                 await self._idle.wait()
             return True
         return False
 
+    async def _deliver_one(self, item: OutboxItem) -> None:
+        ok = False
+        try:
+            ok = await self._deliver(item)
+        finally:
+            self._in_flight.discard(item.seq)
+            if ok:
+                self._finished(item)
+            else:
+                self._ready.appendleft(item)  # its turn again, after the backoff
+            self._failing = not ok
+            self._wake.set()
+
     async def _deliver(self, item: OutboxItem) -> bool:
-        """True when the item is done with (accepted or moot); False to back off."""
+        """True when the item is done with (accepted or moot); False after a backoff."""
         try:
             if item.kind is OutboxKind.SETTLE:
                 await self._client.patch_command(item.key, item.body)

@@ -11,7 +11,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import attrs
@@ -53,6 +53,7 @@ class Presence:
         ready_timeout: float = READY_TIMEOUT,
         on_status: Callable[[str], None] = lambda status: None,
         on_registered: Callable[[], None] = lambda: None,
+        before_report: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.identity = identity
         self._client = client
@@ -61,6 +62,7 @@ class Presence:
         self.ready_timeout = ready_timeout
         self._on_status = on_status
         self._on_registered = on_registered
+        self._before_report = before_report  # e.g. sample the agents' usage
         self.agent_id = f"orch:{identity.id}"
         self.registered = trio.Event()
         self.connected = False
@@ -126,7 +128,15 @@ class Presence:
             if not self._need_register:
                 await self._beat()
 
+    async def _refresh(self) -> None:
+        if self._before_report is not None:
+            try:
+                await self._before_report()
+            except Exception:
+                log.exception("could not refresh the agents before reporting them")
+
     async def _register(self) -> bool:
+        await self._refresh()
         try:
             answer = await self._client.register(self.registration())
         except RelayError as exc:
@@ -144,6 +154,7 @@ class Presence:
         return True
 
     async def _beat(self) -> None:
+        await self._refresh()
         try:
             await self._client.heartbeat(self.identity.id, self._heartbeat())
         except RelayNotFound:

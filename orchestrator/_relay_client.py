@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -29,45 +30,87 @@ from ._wire import Heartbeat, Registration, RegistrationAnswer, converter, unstr
 log = logging.getLogger("relay_orchestrator.relay")
 
 REQUEST_TIMEOUT = 10.0
+URL_CACHE = 1024  # parsed request URLs kept (httpx parses a URL in tens of µs)
 
 
-def make_http_client(base_url: str, *, verify: str | bool = True) -> httpx.AsyncClient:
-    """The process's one HTTP client. An http:// relay needs no CA bundle."""
-    transport_verify: Any = verify if base_url.startswith("https://") else False
+def make_http_transport(base_url: str, *, verify: str | bool = True) -> httpx.AsyncBaseTransport:
+    """The transport under the one client.
+
+    An ``http://`` relay gets ``PlainHTTPTransport`` (lean HTTP/1.1 on trio, no
+    TLS, so no CA bundle either); an ``https://`` one httpx's own transport,
+    verifying with ``verify`` (True: the system's CAs; a path: that CA file).
+    """
+    if not base_url.startswith("https://"):
+        from ._http_transport import PlainHTTPTransport
+
+        return PlainHTTPTransport(max_connections=32, max_idle=16)
+    transport_verify: Any = verify
     if isinstance(transport_verify, str):  # a CA file; httpx deprecates verify=<path>
         import ssl
 
         transport_verify = ssl.create_default_context(cafile=transport_verify)
-    transport = httpx.AsyncHTTPTransport(
+    return httpx.AsyncHTTPTransport(
         verify=transport_verify,
         socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
         limits=httpx.Limits(max_connections=32, max_keepalive_connections=16),
     )
+
+
+def make_http_client(
+    base_url: str,
+    *,
+    verify: str | bool = True,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> httpx.AsyncClient:
+    """The process's one HTTP client (it owns and closes ``transport``)."""
     return httpx.AsyncClient(
-        base_url=base_url, transport=transport, timeout=httpx.Timeout(None), trust_env=False
+        base_url=base_url,
+        transport=transport or make_http_transport(base_url, verify=verify),
+        timeout=httpx.Timeout(None),
+        trust_env=False,
     )
 
 
 class RelayClient:
+    """The protocol's requests. ``transport``, when given, is the one ``http``
+    was made with: requests go to it straight, without the client's per-request
+    machinery (cookies, auth flow, redirects, event hooks: none of which the
+    relay uses), which costs more than the request itself on loopback."""
+
     def __init__(
         self,
         base_url: str,
         token: Callable[[], str | None],
         *,
         http: httpx.AsyncClient,
+        transport: httpx.AsyncBaseTransport | None = None,
         request_timeout: float = REQUEST_TIMEOUT,
     ) -> None:
         self.base_url = base_url
+        self._base = base_url.rstrip("/")
         self._read_token = token
         self._token: str | None = None
+        self._json_headers: httpx.Headers | None = None
+        self._urls: dict[str, httpx.URL] = {}  # parsed once: a claim's URL serves its settle
         self._http = http
+        self._transport = transport
         self.request_timeout = request_timeout
 
     # -- plumbing -------------------------------------------------------------
     def _headers(self) -> dict[str, str]:
         if self._token is None:
             self._token = self._read_token()
+            self._json_headers = None
         return {"Authorization": f"Bearer {self._token}"} if self._token else {}
+
+    def _request_headers(self) -> httpx.Headers:
+        """The headers of every JSON request, made once per token."""
+        auth = self._headers()
+        if self._json_headers is None:
+            self._json_headers = httpx.Headers(
+                {**auth, "Content-Type": "application/json", "Accept": "application/json"}
+            )
+        return self._json_headers
 
     def _check(self, method: str, path: str, response: httpx.Response) -> None:
         status = response.status_code
@@ -90,15 +133,31 @@ class RelayClient:
             raise RelayUnavailable(what, status=status)
         raise RelayError(what, status=status)
 
+    def _url(self, path: str) -> httpx.URL:
+        url = self._urls.get(path)
+        if url is None:
+            if len(self._urls) >= URL_CACHE:
+                del self._urls[next(iter(self._urls))]  # the oldest
+            url = self._urls[path] = httpx.URL(self._base + path)
+        return url
+
     async def request(self, method: str, path: str, body: Any = None) -> Any:
+        request = httpx.Request(
+            method,
+            self._url(path),
+            headers=self._request_headers(),
+            content=None if body is None else _dumps(body),
+        )
         try:
             with trio.fail_after(self.request_timeout):
-                response = await self._http.request(
-                    method,
-                    path,
-                    content=None if body is None else json.dumps(body),
-                    headers={**self._headers(), "Content-Type": "application/json"},
-                )
+                if self._transport is not None:
+                    response = await self._transport.handle_async_request(request)
+                    try:
+                        await response.aread()
+                    finally:
+                        await response.aclose()
+                else:
+                    response = await self._http.send(request)
         except trio.TooSlowError as exc:
             raise RelayUnavailable(
                 f"{method} {self.base_url}{path}: no answer within {self.request_timeout:g} s"
@@ -109,7 +168,7 @@ class RelayClient:
         if not response.content:
             return None
         try:
-            return response.json()
+            return json.loads(response.content)
         except ValueError as exc:
             raise RelayUnavailable(f"{method} {self.base_url}{path}: answer is not JSON") from exc
 
@@ -170,8 +229,30 @@ class RelayClient:
 
 
 async def _lines(response: httpx.Response) -> AsyncIterator[str]:
-    async for line in response.aiter_lines():
-        yield line
+    """The stream's lines, ended by CR, LF or CRLF only, as SSE defines them.
+
+    Not ``aiter_lines``: it also splits at U+2028, U+2029, U+0085…, which a
+    JSON string may hold unescaped, and the command would be lost."""
+    pending = ""
+    async for chunk in response.aiter_text():
+        pending += chunk
+        if "\r" not in pending:
+            *lines, pending = pending.split("\n")
+        else:
+            held = pending.endswith("\r")  # maybe the first half of a CRLF
+            *lines, pending = _EOL.split(pending[:-1] if held else pending)
+            pending += "\r" if held else ""
+        for line in lines:
+            yield line
+    if pending:
+        yield pending.removesuffix("\r")
+
+
+_EOL = re.compile("\r\n|\r|\n")
+
+
+def _dumps(body: Any) -> bytes:
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def _q(text: str) -> str:

@@ -7,12 +7,14 @@
 
 The stable entry is a small POSIX ``sh`` script, so that it runs even when
 the new version's Python code cannot. While ``upgrade-pending`` names a
-previous version it (1) checks that the current version imports what ``run``
-needs (``IMPORT_CHECK``) and (2) counts starts; an import failure, or a third
-start that never reached registration, switches ``current`` back to the
-previous version and writes the reason to ``rollback-reason`` before exec-ing
-it. The process that then
-comes up reads that reason and settles the upgrade ``failed`` itself.
+previous version it counts starts: the first start of a new version runs at
+once (nothing added to the restart); a later one, since the first did not
+register, first checks that the new version imports what ``run`` needs
+(``IMPORT_CHECK``). An import failure, or a third start, switches
+``current`` back to the previous version and writes the reason to
+``rollback-reason`` before exec-ing it: the process that then comes up reads
+that reason and settles the upgrade ``failed`` itself. The unit's start
+limit allows more starts than that.
 """
 
 from __future__ import annotations
@@ -29,35 +31,35 @@ ROLLBACK_REASON = "rollback-reason"
 KEEP_VERSIONS = 3
 MAX_STARTS = 3
 # What a new version must import before the stable entry runs it: the command
-# line and everything ``run`` needs (the app imports actors and supervisors).
-IMPORT_CHECK = "import orchestrator._cli, orchestrator._app"
+# line and everything ``run`` imports (the app imports actors and supervisors).
+IMPORT_CHECK = "import orchestrator._cli, orchestrator._app, orchestrator._logging"
 
-STABLE_ENTRY = """#!/bin/sh
+STABLE_ENTRY = f"""#!/bin/sh
 # relay-orchestrator stable entry: runs <root>/current, rolls back a new
 # version that cannot start (written by relay-orchestrator; do not edit).
 root="$(CDPATH= cd -- "$(dirname -- "$0")/.." && pwd)"
-pending="$root/{pending}"
+pending="$root/{PENDING}"
 if [ -f "$pending" ]; then
     previous="$(sed -n 1p "$pending")"
     starts="$(sed -n 2p "$pending")"
     starts=$(( ${{starts:-0}} + 1 ))
     printf '%s\\n%s\\n' "$previous" "$starts" > "$pending.tmp" && mv -f "$pending.tmp" "$pending"
     reason=""
-    if ! err="$("$root/current/bin/python" -c '{import_check}' 2>&1)"; then
+    if [ "$starts" -gt 1 ] && ! err="$("$root/current/bin/python" -c '{IMPORT_CHECK}' 2>&1)"; then
         reason="new version failed to start: $(printf '%s' "$err" | tail -n 3 | tr '\\n' ' ')"
-    elif [ "$starts" -ge {max_starts} ]; then
+    elif [ "$starts" -ge {MAX_STARTS} ]; then
         reason="new version did not come up after $(( starts - 1 )) starts"
     fi
     if [ -n "$reason" ] && [ -n "$previous" ] && [ -d "$root/versions/$previous" ]; then
-        ln -sfn "versions/$previous" "$root/current.tmp" && mv -Tf "$root/current.tmp" "$root/current"
-        printf '%s\\n' "$reason" > "$root/{reason}"
+        ln -sfn "versions/$previous" "$root/current.tmp" \\
+            && mv -Tf "$root/current.tmp" "$root/current"
+        printf '%s\\n' "$reason" > "$root/{ROLLBACK_REASON}"
         rm -f "$pending"
         echo "relay-orchestrator: $reason; rolled back to $previous" >&2
     fi
 fi
 exec "$root/current/bin/relay-orchestrator" "$@"
-""".format(pending=PENDING, reason=ROLLBACK_REASON, max_starts=MAX_STARTS,
-           import_check=IMPORT_CHECK)
+"""
 
 
 def version_dir(root: Path, version: str) -> Path:

@@ -140,6 +140,8 @@ def render_status(status: dict[str, Any], *, color: bool = False) -> str:
     ]
     if status.get("startLimitHit"):
         lines.append(paint(str(status["startLimitHit"]), "31"))
+    for warning in status.get("warnings") or []:
+        lines.append(paint(f"warning      {warning}", "33"))
     agents = status.get("agents") or []
     lines.append(f"agents       {len(agents)}")
     if agents:

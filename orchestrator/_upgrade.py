@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from . import _runtime
-
 from ._dispatcher import Handler, Rejected
 from ._version import is_semver, version_core
 from ._wire import Command, Outcome
@@ -52,9 +51,14 @@ def parse_upgrade_params(params: object) -> UpgradeRequest:
         providers = ["orchestrator"]
     if not isinstance(providers, list) or not all(isinstance(p, str) for p in providers):
         raise Rejected("invalid params.providers: expected array of strings")
-    for key in ("orchestratorId", "fromVersion", "action"):
+    for key in ("orchestratorId", "fromVersion", "action", "requestedBy", "reason"):
         if key in params and params[key] is not None and not isinstance(params[key], str):
             raise Rejected(f"invalid params.{key}: expected string")
+    requested_at = params.get("requestedAt")
+    if requested_at is not None and (
+        isinstance(requested_at, bool) or not isinstance(requested_at, int)
+    ):
+        raise Rejected("invalid params.requestedAt: expected integer")
     return UpgradeRequest(target_version=target, providers=tuple(providers), force=force)
 
 

@@ -20,7 +20,9 @@ import logging
 import os
 import shutil
 import sys
+import sysconfig
 import time
+from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -39,6 +41,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("relay_orchestrator.upgrade")
 
 INSTALL_TIMEOUT = 600.0
+LAST_HEARTBEAT_TIMEOUT = 1.0  # the restart does not wait longer for it
 OUTCOME_MARKER = "upgrade-outcome.json"
 
 
@@ -88,7 +91,7 @@ async def install_runtime_version(settings: Settings, root: Path, version: str,
         shutil.rmtree(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     try:
-        await _run([_runtime.venv_python(), "-m", "venv", str(target)], what="create venv")
+        await create_venv(target)
         await _run(
             [str(target / "bin" / "python"), "-m", "pip", "install", "--disable-pip-version-check",
              "-q", *pip_source_args(settings), requirement or f"{DISTRIBUTION}=={version}"],
@@ -105,6 +108,53 @@ async def install_runtime_version(settings: Settings, root: Path, version: str,
     return target
 
 
+async def create_venv(target: Path) -> None:
+    """A fresh virtual environment at ``target``, with pip.
+
+    pip comes from the running environment, linked in (or copied where links
+    cannot be made): ``ensurepip`` would install and byte-compile it anew,
+    the slowest part of an upgrade. Where the running environment has no pip
+    of its own, ``venv`` installs one the usual way.
+    """
+    seed = running_pip()
+    if seed is None:
+        await _run([_runtime.venv_python(), "-m", "venv", str(target)], what="create venv")
+        return
+    await _run([_runtime.venv_python(), "-m", "venv", "--without-pip", str(target)],
+               what="create venv")
+    site = Path(sysconfig.get_path("purelib", scheme="venv",
+                                   vars={"base": str(target), "platbase": str(target)}))
+    try:
+        for path in seed:
+            await trio.to_thread.run_sync(_link_tree, path, site / path.name)
+    except OSError as exc:
+        raise InstallFailed(f"create venv failed: cannot add pip to {site}: {exc}") from exc
+
+
+def running_pip() -> tuple[Path, Path] | None:
+    """The running environment's ``pip`` package and its ``.dist-info``, if it has them."""
+    try:
+        dist = metadata.distribution("pip")
+    except metadata.PackageNotFoundError:
+        return None
+    package = Path(str(dist.locate_file("pip")))
+    info = Path(str(dist.locate_file(f"pip-{dist.version}.dist-info")))
+    if not (package / "__main__.py").is_file() or not (info / "METADATA").is_file():
+        return None
+    return package, info
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def _link_tree(src: Path, dst: Path) -> None:
+    shutil.copytree(src, dst, copy_function=_link_or_copy)
+
+
 def write_outcome_marker(state_dir: Path, **fields: object) -> None:
     path = state_dir / OUTCOME_MARKER
     tmp = path.with_suffix(".tmp")
@@ -112,7 +162,9 @@ def write_outcome_marker(state_dir: Path, **fields: object) -> None:
     os.replace(tmp, path)
 
 
-async def perform_upgrade(orch: Orchestrator, command: Command, request: UpgradeRequest) -> Outcome | None:
+async def perform_upgrade(
+    orch: Orchestrator, command: Command, request: UpgradeRequest
+) -> Outcome | None:
     from ._upgrade import PENDING_KEY
 
     settings = orch.settings
@@ -141,14 +193,24 @@ async def perform_upgrade(orch: Orchestrator, command: Command, request: Upgrade
                          version=target)
     log.info("version %s installed; restarting through %s", target, orch.host.name,
              extra={"commandId": command.id})
+    # A last heartbeat: the relay hears from us until the moment we go, so the
+    # time off the bus is the restart's, whatever the heartbeat interval.
+    with trio.move_on_after(LAST_HEARTBEAT_TIMEOUT):
+        await orch.presence._beat()
     await orch.host.restart_self()
     orch.stop()
     return None
 
 
+def _upgrade_command() -> str | None:
+    """The project's own command line: on PATH, else beside the running interpreter."""
+    beside = Path(sys.executable).parent / "relay-orchestrator"
+    return shutil.which("relay-orchestrator") or (str(beside) if beside.exists() else None)
+
+
 async def _non_prefix_install(settings: Settings, version: str) -> None:
-    exe = shutil.which("relay-orchestrator") or str(Path(sys.executable).parent / "relay-orchestrator")
-    if not Path(exe).exists():
+    exe = _upgrade_command()
+    if exe is None:
         raise InstallFailed("no upgrade command available: relay-orchestrator is not on PATH")
     await _run([exe, "upgrade", "--version", version, "--no-restart", *pip_cli_args(settings)],
                what="relay-orchestrator upgrade")

@@ -237,11 +237,14 @@ async def test_dead_agents_resume_their_session_when_configured(harness: Harness
     mark = harness.reporter.mark()
 
     second = await harness.start(config)
-    assert harness.reporter.statuses("ag_res", mark) == ["exited", "running"]
+    # The resume is stored (starting) before its process starts.
+    assert harness.reporter.statuses("ag_res", mark) == ["exited", "starting", "running"]
     (agent,) = second.agents()
     assert agent["status"] == "running"
     assert agent["restartCount"] == 1
     assert agent["providerSessionId"] == session_id
+    assert agent["meta"]["resumedFrom"]["pid"] == spawned["pid"]
+    assert agent["meta"]["resumedFrom"]["providerSessionId"] == session_id
     assert await record.started() == agent["pid"] != spawned["pid"]
     assert list(harness.launcher.specs[-1].argv[-2:]) == ["--print", f"resume={session_id}"]
     # An agent that was asked to stop stays stopped.

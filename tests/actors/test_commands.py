@@ -32,6 +32,7 @@ MANAGED_AGENT_KEYS = {
     "exit",
     "workspace",
     "meta",
+    "usage",
 }
 
 

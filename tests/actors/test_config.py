@@ -14,7 +14,7 @@ def test_builtins_keep_their_defaults_under_overrides() -> None:
     assert claude.session == "plain"
     assert claude.memory_max == "4G"
     assert claude.compact_input == "/compact"
-    assert claude.session_id_args == ("--session-id", "{sessionId}")
+    assert claude.session_id_args == ("--session-id", "{session_id}")
 
 
 def test_command_is_off_until_enabled() -> None:

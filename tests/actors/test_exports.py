@@ -10,11 +10,13 @@ def test_public_names_are_pinned() -> None:
         "BUILTIN_PROVIDERS",
         "CommandRejected",
         "FleetConfig",
+        "LogFollower",
         "MemoryStore",
         "ProviderConfig",
         "Reporter",
         "agent_log_path",
         "provider_config_from_table",
+        "tail_lines",
     ]
     for name in actors.__all__:
         value = getattr(actors, name)
