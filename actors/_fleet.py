@@ -49,6 +49,7 @@ from ._params import (
     parse_spawn,
     parse_stop,
 )
+from ._plain import end_orphans
 from ._prepare import FleetContext, Launch
 from ._providers import Provider
 from ._resume import read_boot_id
@@ -199,11 +200,20 @@ class AgentFleet:
                 async with trio.open_nursery() as adopting:
                     for record in records:
                         adopting.start_soon(self._adopt, record)
+                pass  # TEMP
                 nursery.start_soon(self._rotate_logs)
                 task_status.started()
         finally:
             self._nursery = None
             self._ctx.nursery = None
+
+    async def _end_orphans(self) -> None:
+        """End agents started but never recorded: a crash fell between the two."""
+        live = [agent_id for agent_id, actor in self._actors.items() if actor.live]
+        agents_dir = self._config.state_dir / "agents"
+        for agent_id, pid in await trio.to_thread.run_sync(end_orphans, agents_dir, live):
+            log.warning("agent %s: killed pid %d, started before a crash and never recorded",
+                        agent_id, pid, extra={"agentId": agent_id, "pid": pid})
 
     async def _adopt(self, record: dict[str, Any]) -> None:
         assert self._nursery is not None

@@ -11,7 +11,9 @@ launcher opens it read-write too). Its stdout and stderr are appended to
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+import signal
+import stat
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -114,3 +116,46 @@ class PlainSession:
             "log": str(self._log),
             "unit": self._unit,
         }
+
+
+def end_orphans(agents_dir: Path, keep: Collection[str]) -> list[tuple[str, int]]:
+    """SIGKILL the plain agents a crashed orchestrator started but never recorded.
+
+    A crash between an agent's start and its record leaves a process that no
+    record names. Its stdin tells it: the FIFO ``<agents_dir>/<agentId>/stdin``
+    is made anew for every start, so a session leader whose fd 0 is that very
+    FIFO comes from the latest start of that agent. ``keep``: the agents just
+    adopted as running (their process is the recorded one). Returns
+    ``(agentId, pid)`` of each process group killed. Needs ``/proc`` (Linux).
+    """
+    fifos: dict[tuple[int, int], str] = {}
+    try:
+        entries = list(os.scandir(agents_dir))
+    except OSError:
+        return []
+    for entry in entries:
+        if entry.name in keep:
+            continue
+        try:
+            info = os.stat(os.path.join(entry.path, "stdin"))
+        except OSError:
+            continue
+        if stat.S_ISFIFO(info.st_mode):
+            fifos[(info.st_dev, info.st_ino)] = entry.name
+    killed: list[tuple[str, int]] = []
+    if not fifos or not os.path.isdir("/proc"):
+        return killed
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        pid = int(name)
+        try:
+            info = os.stat(f"/proc/{pid}/fd/0")  # follows the descriptor to the FIFO
+            agent_id = fifos.get((info.st_dev, info.st_ino))
+            if agent_id is None or os.getsid(pid) != pid:  # an agent's child: not a start
+                continue
+            os.killpg(pid, signal.SIGKILL)
+        except OSError:
+            continue
+        killed.append((agent_id, pid))
+    return killed

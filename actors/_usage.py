@@ -338,6 +338,10 @@ class UsageProbe:
                 self._forget(pid)
                 return None
             return proc
+        return self._new_proc(pid, parent=parent, children=children)
+
+    def _new_proc(self, pid: int, *, parent: int | None, children: bool) -> _Proc | None:
+        proc = None
         try:
             data = _read_path(f"/proc/{pid}/stat")
             fields = _stat_fields(data)
@@ -361,27 +365,28 @@ class UsageProbe:
 
     def _tree(self) -> list[_Proc]:
         """The agent's process and each of its descendants, read now."""
+        procs = self._procs
         found = []
-        seen = set()
         stack: list[tuple[int, int | None]] = [(self.pid, None)]
         while stack:
             pid, parent = stack.pop()
-            if pid in seen:
+            proc = procs.get(pid)
+            try:
+                if proc is None:
+                    proc = self._new_proc(pid, parent=parent, children=True)
+                    if proc is None:
+                        continue
+                else:
+                    proc.read()
+                kids = proc.kids()
+            except (OSError, IndexError, ValueError):
+                self._forget(pid)
                 continue
-            proc = self._proc(pid, parent=parent, children=True)
-            if proc is None:
-                continue
-            seen.add(pid)
             found.append(proc)
-            if proc.walk:
-                try:
-                    kids = proc.kids()
-                except OSError:
-                    kids = b""
-                if kids:
-                    stack.extend((int(kid), pid) for kid in kids.split())
-        if len(seen) != len(self._procs):
-            for pid in set(self._procs) - seen:
+            if kids:
+                stack.extend((int(kid), pid) for kid in kids.split())
+        if len(found) != len(procs):
+            for pid in set(procs) - {proc.pid for proc in found}:
                 self._forget(pid)
         return found
 

@@ -50,6 +50,7 @@ from tests.system.sandbox import (  # noqa: E402
     checkout_version,
     manager_log_lines,
     sandbox_user,
+    service_slot,
     spawn_params,
     unit_of,
 )
@@ -105,43 +106,49 @@ class BusWatch:
         return None
 
 
-def breakdown(lines: list[dict[str, Any]], target: str) -> dict[str, float | None]:
-    """Where an upgrade's time went, from the orchestrators' log lines."""
+def breakdown(lines: list[dict[str, Any]], *, since: float, target: str, orch_id: str,
+              root: Path, command_id: str) -> dict[str, float | None]:
+    """Where an upgrade's time went, from this orchestrator's own log lines.
+
+    The manager's output is shared with whatever else runs as the test user:
+    only lines naming this service's runtime root, id or command count.
+    """
 
     def first(pred: Any) -> float | None:
         for record in lines:
-            if pred(str(record.get("msg", ""))):
+            msg = str(record.get("msg", ""))
+            if pred(msg, record):
                 return float(record["ts"])
         return None
 
     marks = {
-        "venv": first(lambda m: m.startswith("create venv")),
-        "pip": first(lambda m: m.startswith("pip install")),
-        "verify": first(lambda m: m.startswith("verify")),
-        "restart": first(lambda m: m.startswith(f"version {target} installed; restarting")),
-        "stopped": first(lambda m: m.endswith("stopped; agents left running")),
-        "registered": first(lambda m: m.startswith("registered with relay")
-                            and m.endswith(f"(version {target})")),
+        "created": since,
+        "pip": first(lambda m, r: m.startswith("pip install") and str(root) in m),
+        "verify": first(lambda m, r: m.startswith("verify") and str(root) in m),
+        "restart": first(lambda m, r: r.get("commandId") == command_id
+                         and m.startswith(f"version {target} installed; restarting")),
+        "stopped": first(lambda m, r: m == f"orchestrator {orch_id} stopped; agents left running"),
+        "registered": first(lambda m, r: m.startswith("registered with relay")
+                            and f" as orch:{orch_id} (version {target})" in m),
     }
 
     def span(a: str, b: str) -> float | None:
-        if marks[a] is None or marks[b] is None:
-            return None
-        return round(marks[b] - marks[a], 3)  # type: ignore[operator]
+        start, end = marks[a], marks[b]
+        return None if start is None or end is None else round(end - start, 3)
 
     return {
-        "create venv": span("venv", "pip"),
+        "claim, create venv": span("created", "pip"),
         "pip install": span("pip", "verify"),
-        "verify": span("verify", "restart"),
+        "verify, switch": span("verify", "restart"),
         "old process stops": span("restart", "stopped"),
-        "stopped → registered": span("stopped", "registered"),
+        "stopped → new one registered": span("stopped", "registered"),
     }
 
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     version_a = checkout_version()
     targets = [bump(version_a, i) for i in range(1, args.runs + 1)]
-    with sandbox_user() as user:
+    with sandbox_user() as user, service_slot(user):
         host = UserHost(user)
         dest = user.home / "relay-tests" / f"bench-wheels-{uuid.uuid4().hex[:8]}"
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -156,9 +163,10 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 relay = await nursery.start(lambda task_status: serve_dev_relay(
                     token=TOKEN, offline_after=3 * args.heartbeat + 5, task_status=task_status))
                 print(f"installing {version_a} as {user.name} (runtime prefix) …", flush=True)
-                await host.cli("install", "--systemd",
-                               *layout.install_flags(relay.url, heartbeat=args.heartbeat),
-                               *layout.runtime_flags(wheels), timeout=300)
+                with trio.fail_after(300):
+                    await host.cli("install", "--systemd",
+                                   *layout.install_flags(relay.url, heartbeat=args.heartbeat),
+                                   *layout.runtime_flags(wheels))
                 installed = True
                 watch = BusWatch(relay, layout.orch_id)
                 nursery.start_soon(watch.run)
@@ -173,9 +181,10 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                           f"restarted", flush=True)
                 nursery.cancel_scope.cancel()
         finally:
-            if installed:
-                await host.cli("uninstall", check=False)
-            await host.stop_units(agent_units)
+            with trio.move_on_after(60):
+                if installed:
+                    await host.cli("uninstall", check=False)
+                await host.stop_units(agent_units)
             if layout is not None:
                 shutil.rmtree(layout.work, ignore_errors=True)
             shutil.rmtree(dest, ignore_errors=True)
@@ -240,8 +249,10 @@ async def one_upgrade(relay: Any, host: UserHost, layout: ServiceLayout, watch: 
                 if a.get("status") == "running"}
     restarted = sum(1 for agent, pid in agents.items()
                     if reported.get(agent) != pid or not alive(pid))
-    assert (await host.main_pid()) == new_pid, "the unit's main process is not the registered one"
-    lines = manager_log_lines(host.user, wall0 - 1, time.time() + 1)
+    with trio.fail_after(30):
+        main_pid = await host.main_pid()
+    assert main_pid == new_pid, "the unit's main process is not the registered one"
+    lines = manager_log_lines(host.user, wall0, time.time() + 1)
     return {
         "from": old_version,
         "to": target,
@@ -249,7 +260,8 @@ async def one_upgrade(relay: Any, host: UserHost, layout: ServiceLayout, watch: 
         "relayCreatedToSettledMs": command["updatedAt"] - command["createdAt"],
         "offBus": off_bus,
         "agentsRestarted": restarted,
-        "breakdown": breakdown(lines, target),
+        "breakdown": breakdown(lines, since=wall0, target=target, orch_id=layout.orch_id,
+                               root=layout.runtime_root, command_id=command_id),
     }
 
 

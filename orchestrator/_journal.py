@@ -68,6 +68,7 @@ CREATE TABLE IF NOT EXISTS outbox (
 CREATE TABLE IF NOT EXISTS agents (agent_id TEXT PRIMARY KEY, record TEXT NOT NULL);
 """
 
+CACHE_KIB = 256  # SQLite page cache; the journal is small and read little
 KEEP_SETTLED = 5000  # settled command ids kept to recognise late redeliveries
 
 
@@ -119,6 +120,7 @@ class Journal:
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")  # the default (2 MB) is RSS
         self._db.executescript(SCHEMA)
         self._settled_since_prune = 0
         self._in_transaction = False

@@ -153,6 +153,10 @@ class Presence:
         self._on_registered()
         return True
 
+    async def beat_now(self) -> None:
+        """One heartbeat at once (the last one before a decoupled restart)."""
+        await self._beat()
+
     async def _beat(self) -> None:
         await self._refresh()
         try:

@@ -24,9 +24,11 @@ import sysconfig
 import time
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 import trio
+
+from supervisors import SupervisorError
 
 from . import _runtime
 from ._dispatcher import Rejected
@@ -65,9 +67,14 @@ def pip_source_args(settings: Settings) -> list[str]:
 
 async def _run(argv: list[str], *, what: str) -> str:
     log.info("%s: %s", what, " ".join(argv[:3]) + (" …" if len(argv) > 3 else ""))
-    with trio.fail_after(INSTALL_TIMEOUT):
-        proc = await trio.run_process(argv, capture_stdout=True, capture_stderr=True, check=False,
-                                      stdin=None)
+    try:
+        with trio.fail_after(INSTALL_TIMEOUT):
+            proc = await trio.run_process(argv, capture_stdout=True, capture_stderr=True,
+                                          check=False, stdin=None)
+    except trio.TooSlowError as exc:
+        raise InstallFailed(f"{what} took longer than {INSTALL_TIMEOUT:g} s") from exc
+    except OSError as exc:
+        raise InstallFailed(f"{what} failed: cannot run {argv[0]}: {exc}") from exc
     out = proc.stdout.decode(errors="replace") + proc.stderr.decode(errors="replace")
     if proc.returncode != 0:
         raise InstallFailed(f"{what} failed (exit {proc.returncode}): {last_lines(out)}")
@@ -172,23 +179,21 @@ async def perform_upgrade(
     pending = {"commandId": command.id, "from": orch.version, "to": target, "attempts": 1,
                "runtimeRoot": str(settings.runtime_root) if settings.runtime_root else None}
     orch.journal.set_meta(PENDING_KEY, pending)
+    root = settings.runtime_root
+    switched_from: str | None = None  # the version `current` left, to go back to
     try:
-        if settings.runtime_root is not None:
-            root = settings.runtime_root
+        if root is not None:
             await install_runtime_version(settings, root, target)
             previous = _runtime.current_target(root) or orch.version
             if previous != target:
                 _runtime.mark_pending(root, previous)
                 _runtime.switch_current(root, target)
+                switched_from = previous
             _runtime.prune_versions(root, protect=[previous])
         else:
             await _non_prefix_install(settings, target)
     except InstallFailed as exc:
-        orch.journal.set_meta(PENDING_KEY, None)
-        write_outcome_marker(settings.state_dir, commandId=command.id, status="failed",
-                             reason=str(exc))
-        log.error("upgrade to %s failed: %s", target, exc, extra={"commandId": command.id})
-        raise Rejected(str(exc)) from exc
+        _give_up(orch, command, target, str(exc))
     write_outcome_marker(settings.state_dir, commandId=command.id, status="installed",
                          version=target)
     log.info("version %s installed; restarting through %s", target, orch.host.name,
@@ -196,10 +201,29 @@ async def perform_upgrade(
     # A last heartbeat: the relay hears from us until the moment we go, so the
     # time off the bus is the restart's, whatever the heartbeat interval.
     with trio.move_on_after(LAST_HEARTBEAT_TIMEOUT):
-        await orch.presence._beat()
-    await orch.host.restart_self()
+        await orch.presence.beat_now()
+    try:
+        await orch.host.restart_self()
+    except SupervisorError as exc:
+        if root is not None and switched_from is not None:
+            # Nothing restarted: `current` goes back, so that no later restart
+            # starts the new version with nobody waiting for it.
+            _runtime.switch_current(root, switched_from)
+            _runtime.clear_pending(root)
+        _give_up(orch, command, target, f"could not restart to run {target}: {exc}")
     orch.stop()
     return None
+
+
+def _give_up(orch: Orchestrator, command: Command, target: str, reason: str) -> NoReturn:
+    """The upgrade fails at once; this process carries on as it was."""
+    from ._upgrade import PENDING_KEY
+
+    orch.journal.set_meta(PENDING_KEY, None)
+    write_outcome_marker(orch.settings.state_dir, commandId=command.id, status="failed",
+                         reason=reason)
+    log.error("upgrade to %s failed: %s", target, reason, extra={"commandId": command.id})
+    raise Rejected(reason)
 
 
 def _upgrade_command() -> str | None:

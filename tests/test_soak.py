@@ -13,10 +13,16 @@ report, so a failure can be replayed: ``python bench/soak.py --seed N``.
 from __future__ import annotations
 
 import os
+import signal
+import sys
 from pathlib import Path
+from typing import Any
 
+import psutil
+import pytest
 import trio
 
+from actors import CommandRejected
 from bench._soak_driver import SoakConfig, run_soak
 
 SEED = int(os.environ.get("RELAY_SOAK_SEED", "20261127"))
@@ -41,3 +47,75 @@ async def test_chaos_soak_loses_nothing_and_acts_once(tmp_path: Path) -> None:
     assert report.faults["relay_500"] + report.faults["relay_hang"], text
     assert report.figures["agent processes started"] > 0, text
     assert report.figures["orchestrator exit code on SIGTERM"] == 0, text
+
+
+class _CrashAfterStart:
+    """A launcher whose caller dies right after the start, before any record
+    (what a SIGKILL of the orchestrator at that moment leaves behind)."""
+
+    def __init__(self) -> None:
+        self.pids: list[int] = []
+
+    async def launch(self, spec: Any) -> Any:
+        from supervisors._launch import DirectLauncher
+
+        launched = await DirectLauncher().launch(spec)
+        self.pids.append(launched.pid)
+        raise RuntimeError("the orchestrator died here")
+
+
+class _Reports:
+    def agent_changed(self, agent: dict[str, Any]) -> None:
+        pass
+
+
+async def test_an_agent_started_but_never_recorded_is_ended_by_the_next_orchestrator(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    """A soak find: a crash between an agent's start and its record left a
+    process nobody knew, running for ever beside the agent's next start."""
+    from actors import AgentFleet, FleetConfig, MemoryStore, provider_config_from_table
+    from supervisors._launch import DirectLauncher
+
+    from .conftest import FAKE_AGENT
+
+    (tmp_path / "base").mkdir()
+    config = FleetConfig(
+        base_dir=tmp_path / "base", state_dir=tmp_path / "state",
+        providers={"command": provider_config_from_table(
+            "command", {"enabled": True, "session": "plain"})})
+    store, crashing = MemoryStore(), _CrashAfterStart()
+    params = {"provider": "command", "agentId": "ag_orphan",
+              "providerArgs": [sys.executable, FAKE_AGENT, "--term", "ignore"]}
+
+    async def serve(fleet: AgentFleet, scope: trio.CancelScope, *,
+                    task_status: trio.TaskStatus[None]) -> None:
+        with scope:
+            await fleet.run(task_status=task_status)
+
+    first, first_scope = AgentFleet(config, store=store, reporter=_Reports(),
+                                    launcher=crashing), trio.CancelScope()
+    await nursery.start(serve, first, first_scope)
+    with pytest.raises(CommandRejected):
+        await first.execute("agent.spawn", params, "cmd_1")
+    first_scope.cancel()
+    [orphan] = crashing.pids
+    assert psutil.Process(orphan).status() != psutil.STATUS_ZOMBIE
+
+    second = AgentFleet(config, store=store, reporter=_Reports(), launcher=DirectLauncher())
+    second_scope = trio.CancelScope()
+    try:
+        await nursery.start(serve, second, second_scope)  # adoption ends the orphan
+        with trio.fail_after(10):
+            status = await trio.to_thread.run_sync(os.waitpid, orphan, 0)
+        assert os.WIFSIGNALED(status[1]) and os.WTERMSIG(status[1]) == signal.SIGKILL
+        # and the agent can be started again, once
+        result = await second.execute("agent.spawn", params, "cmd_2")
+        assert result["pid"] != orphan
+        await second.execute("agent.stop", {"agentId": "ag_orphan", "graceful": False}, "cmd_3")
+    finally:
+        second_scope.cancel()
+        try:
+            os.kill(orphan, signal.SIGKILL)
+        except ProcessLookupError:
+            pass

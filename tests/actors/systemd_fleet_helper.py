@@ -132,7 +132,9 @@ async def main(workdir: Path) -> None:
     providers = {
         "command": provider_config_from_table("command", {"enabled": True, "session": "plain"}),
         "hog": provider_config_from_table(
-            "hog", {"command": [sys.executable, "-c", HOG], "session": "plain", "memory_max": "64M"}
+            "hog",
+            {"command": [sys.executable, "-c", HOG], "session": "plain", "memory_max": "64M",
+             "cpu_quota": "150%", "tasks_max": 64},
         ),
     }
     config = FleetConfig(
@@ -172,6 +174,14 @@ async def main(workdir: Path) -> None:
                 "provider": "hog", "agentId": HOG_ID, "cwd": str(base),
                 "providerArgs": [str(hog.path)]}, "c2")
             assert await hog.line() == "allocating"
+            shown = await trio.run_process(
+                ["systemctl", "--user", "show", f"relay-{HOG_ID}.service", "-p",
+                 "ActiveState,MemoryMax,CPUQuotaPerSecUSec,TasksMax"],
+                capture_stdout=True, check=False,
+            )  # fmt: skip
+            result["hog_unit"] = dict(
+                line.split("=", 1) for line in shown.stdout.decode().splitlines() if "=" in line
+            )
             with trio.fail_after(WAIT):
                 # The kernel ends it while it allocates; or it gets there and the
                 # fleet's next sample ends it (as the heartbeat would).

@@ -86,29 +86,34 @@ def test_a_rotation_while_the_log_is_written_loses_no_line(tmp_path: Path) -> No
     finally:
         os.close(probe)
     log.write_bytes(b"")
-    total = 200_000
-    done = threading.Event()
+    enough = threading.Event()  # rotations enough: the writer may stop
+    written = [0]
 
     def write() -> None:
         fd = os.open(log, os.O_WRONLY | os.O_APPEND)
         try:
-            for start in range(0, total, 50):
-                os.write(fd, b"".join(b"line %06d\n" % n for n in range(start, start + 50)))
+            while not enough.is_set() and written[0] < 5_000_000:
+                start = written[0]
+                os.write(fd, b"".join(b"line %07d\n" % n for n in range(start, start + 50)))
+                written[0] += 50
         finally:
             os.close(fd)
-            done.set()
 
     writer = threading.Thread(target=write)
     writer.start()
     rotations = 0
-    while not done.is_set():
-        rotations += rotate_if_needed(log, 4096, 100)
-    writer.join()
-    assert rotations > 10
+    try:
+        while writer.is_alive() and rotations < 30:
+            rotations += rotate_if_needed(log, 4096, 100)
+    finally:
+        enough.set()
+        writer.join()
+    assert rotations == 30
+    total = written[0]
     kept = stream(log).decode().splitlines()
     numbers = [int(line.split()[1]) for line in kept]
     assert numbers == list(range(total - len(numbers), total))
-    assert read_head(log) + log.stat().st_size == total * len(b"line 000000\n")
+    assert read_head(log) + log.stat().st_size == total * len(b"line 0000000\n")
 
 
 def test_tail_lines_reads_across_rotations(tmp_path: Path) -> None:

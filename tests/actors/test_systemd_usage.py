@@ -72,6 +72,17 @@ def test_an_agent_past_memory_max_is_ended_and_reported_with_the_reason(
     if not fleet_run["memory_controller"]:
         # The unit could not have the kernel enforce it: the fleet did, from its sample.
         assert hog["usage"]["memoryPeak"] > 64 * MB
+        # Nor cpu_quota and tasks_max: said once, for the provider.
+        assert any("[providers.hog] cpu_quota = '150%'" in w for w in fleet_run["warnings"])
+
+
+def test_limits_are_properties_of_the_agents_unit(fleet_run: dict[str, Any]) -> None:
+    unit = fleet_run["hog_unit"]
+    if unit.get("ActiveState") != "active":
+        pytest.skip(f"the kernel ended the agent before its unit could be read: {unit}")
+    assert unit["MemoryMax"] == str(64 * MB)
+    assert unit["CPUQuotaPerSecUSec"] == "1.500000s"
+    assert unit["TasksMax"] == "64"
 
 
 def test_the_kernel_ends_an_agent_past_memory_max(fleet_run: dict[str, Any]) -> None:

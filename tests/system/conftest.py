@@ -4,6 +4,8 @@
 it skips with a reason where the sandbox cannot be had, and fails under CI.
 ``wheelhouse`` builds, once per session, wheels of this checkout at the
 versions the self-upgrade tests install, in a place the test user can read.
+``installed_service``: the test installs the user's one
+``relay-orchestrator.service``; it waits for another session's test that has it.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from .sandbox import (
     build_wheelhouse,
     bump,
     checkout_version,
+    service_slot,
 )
 
 A = checkout_version()
@@ -52,3 +55,10 @@ def wheelhouse(systemd_user: SystemdUser) -> Iterator[Wheelhouse]:  # noqa: F811
         yield wheels
     finally:
         shutil.rmtree(dest, ignore_errors=True)
+
+
+@pytest.fixture
+def installed_service(systemd_user: SystemdUser) -> Iterator[None]:  # noqa: F811
+    """This test may install the user's relay-orchestrator.service (one test at a time)."""
+    with service_slot(systemd_user):
+        yield

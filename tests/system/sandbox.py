@@ -18,6 +18,7 @@ a blocking call here would stall the relay the service talks to.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import pwd
@@ -27,6 +28,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 import tomllib
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -439,6 +441,42 @@ def spawn_params(base_dir: Path, argv: Sequence[str], **extra: Any) -> dict[str,
 
 def kill(pid: int) -> None:
     os.kill(pid, signal.SIGKILL)
+
+
+# -- one installed service per user ---------------------------------------------------------
+
+SLOT_WAIT = 600.0  # seconds a test waits for another session's test to finish with the unit
+OUR_DROPIN = "50-relay-tests.conf"
+
+
+@contextmanager
+def service_slot(user: SystemdUser, wait: float = SLOT_WAIT) -> Iterator[None]:
+    """Hold the test user's ``relay-orchestrator.service`` for one test (or bench).
+
+    The user has one such unit, and several pytest sessions on one machine
+    share the sandbox: a lock file in the user's test directory lets one at a
+    time install it. A drop-in of ours that a killed run left is removed.
+    """
+    folder = user.home / "relay-tests"
+    folder.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + wait
+    with (folder / ".service.lock").open("a") as lock:
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise AssertionError(
+                        f"{UNIT} stayed in use by another test run for {wait:g} s"
+                    ) from None
+                time.sleep(0.1)
+        try:
+            stale = user.home / ".config" / "systemd" / "user" / f"{UNIT}.d" / OUR_DROPIN
+            stale.unlink(missing_ok=True)
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 # -- outside pytest (bench/upgrade.py) -------------------------------------------------------

@@ -83,3 +83,23 @@ async def test_upgrade_restarts_through_a_detached_kickstart(
     assert command["error"] == (
         f"upgrade did not take effect: running {current_version()}, wanted {TARGET}")
     assert (relay.orchestrator(orch.id) or {})["upgrade"]["status"] == "failed"
+
+
+async def test_a_restart_that_cannot_be_asked_for_fails_the_upgrade(
+    tmp_path: Path, relay: Any, nursery: trio.Nursery, stand_ins: StandIns  # noqa: F811
+) -> None:
+    stand_ins.add("relay-orchestrator")  # installs fine; there is no launchctl to restart with
+    settings = make_settings(tmp_path, relay.url, supervisor="launchd", self_unit=LABEL,
+                             id="orch-launchd-norestart")
+    stopped = trio.Event()
+    orch = await nursery.start(partial(run_until_stopped, settings, stopped))
+    command = relay.create_command(f"orch:{orch.id}", "orchestrator.upgrade",
+                                   {"action": "upgrade", "targetVersion": TARGET})
+    with trio.fail_after(WAIT):
+        await relay.wait_for(
+            lambda: (relay.get_command(command["id"]) or {}).get("status") == "failed")
+    error = (relay.get_command(command["id"]) or {})["error"]
+    assert error.startswith(f"could not restart to run {TARGET}: cannot run launchctl"), error
+    assert not stopped.is_set()  # it carries on, registered as it was
+    assert (relay.orchestrator(orch.id) or {})["status"] == "online"
+    assert orch.journal.get_meta("pending_upgrade") is None

@@ -17,8 +17,8 @@ each step checks them (same pids, reported running) and the layout
    answer ``--version``, so the install's verification refuses it before
    the switch: ``failed`` at once, B never restarted;
 5. a version whose ``run`` cannot import what it needs (``--version`` works):
-   the stable entry's import check switches back to B at the first start,
-   and B settles the command ``failed`` with the reason;
+   its first start fails; at the second the stable entry's import check
+   switches back to B, and B settles the command ``failed`` with the reason;
 6. a version that imports but exits before registering: rolled back on its
    third start by the stable entry's count, the same way.
 """
@@ -46,7 +46,11 @@ from .sandbox import (
     unit_of,
 )
 
-pytestmark = [pytest.mark.systemd, pytest.mark.slow]
+pytestmark = [
+    pytest.mark.systemd,
+    pytest.mark.slow,
+    pytest.mark.usefixtures("installed_service"),
+]
 
 AGENTS = 3
 SETTLED = ("succeeded", "failed")
@@ -226,7 +230,7 @@ async def scenario(up: Upgrades, relay: Any, host: UserHost, layout: ServiceLayo
     assert B_NO_IMPORT not in layout.installed_versions()
     print(f"upgrade to {B_NO_IMPORT} (package import fails): refused in {took:.2f} s")
 
-    # -- 5. `run` cannot import: the stable entry rolls it back at its first start
+    # -- 5. `run` cannot import: the stable entry rolls it back at its second start
     with up.waiting(ROLLED_BACK_WITHIN, f"the upgrade to {B_RUN_IMPORT} to settle"):
         command, took = await up.upgrade(B_RUN_IMPORT)
     assert command["status"] == "failed", command

@@ -23,6 +23,7 @@ from orchestrator._version import current_version
 from ..conftest import TOKEN
 from ..supervisors.systemd_sandbox_support import SystemdUser, unavailable
 from .sandbox import (
+    OUR_DROPIN,
     UNIT,
     ServiceLayout,
     UserHost,
@@ -33,7 +34,11 @@ from .sandbox import (
     unit_of,
 )
 
-pytestmark = [pytest.mark.systemd, pytest.mark.slow]
+pytestmark = [
+    pytest.mark.systemd,
+    pytest.mark.slow,
+    pytest.mark.usefixtures("installed_service"),
+]
 
 RESTARTED_WITHIN = 15.0  # INTERFACE.md: a killed orchestrator is registered again within 15 s
 TEST_BUDGET = 120.0
@@ -84,7 +89,7 @@ async def test_installed_service_lifecycle(
     require_backend(backend)
     host = UserHost(systemd_user)
     layout = ServiceLayout.create(host, f"svc-{backend}", TOKEN)
-    dropin = host.dropin("50-relay-tests.conf", {"RELAY_ORCHESTRATOR_SYSTEMD_BACKEND": backend})
+    dropin = host.dropin(OUR_DROPIN, {"RELAY_ORCHESTRATOR_SYSTEMD_BACKEND": backend})
     agent_units: list[str] = []
     installed = False
     try:
