@@ -200,7 +200,7 @@ class AgentFleet:
                 async with trio.open_nursery() as adopting:
                     for record in records:
                         adopting.start_soon(self._adopt, record)
-                pass  # TEMP
+                await self._end_orphans()
                 nursery.start_soon(self._rotate_logs)
                 task_status.started()
         finally:

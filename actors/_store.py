@@ -13,7 +13,9 @@ A stored record::
      "process": {"pid", "createTime", "cmdline"} | null,
      "session": {"kind": "plain", "fifo", "log", "unit"}
               | {"kind": "tmux", "name", "log", "socket"} | null,
-     "providerSessionId": "..." | null}
+     "bootId": "..." | null}    the host's boot when written (``_resume.py``)
+
+The agent's ``providerSessionId`` and last ``usage`` ride in ``agent``.
 """
 
 from __future__ import annotations

@@ -245,7 +245,11 @@ class UsageProbe:
                 _held[0] += 1
         limits = set()
         for limit, name in (("memory", "memory.max"), ("cpu", "cpu.max"), ("tasks", "pids.max")):
-            if (path / name).exists():
+            try:
+                value = (path / name).read_text().split()
+            except OSError:
+                continue  # no such controller for this cgroup
+            if value and value[0] != "max":
                 limits.add(limit)
         self.kernel_limits = frozenset(limits)
 

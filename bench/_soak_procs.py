@@ -29,7 +29,7 @@ TARGET = f"orch:{ORCH_ID}"
 
 
 class RelayHost:
-    def __init__(self, nursery: trio.Nursery, state_file: Path) -> None:
+    def __init__(self, nursery: trio.Nursery, state_file: Path | None) -> None:
         self._nursery = nursery
         self._state_file = state_file
         self.port = 0

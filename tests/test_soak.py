@@ -103,19 +103,24 @@ async def test_an_agent_started_but_never_recorded_is_ended_by_the_next_orchestr
     assert psutil.Process(orphan).status() != psutil.STATUS_ZOMBIE
 
     second = AgentFleet(config, store=store, reporter=_Reports(), launcher=DirectLauncher())
-    second_scope = trio.CancelScope()
+    second_scope, reaped = trio.CancelScope(), False
     try:
         await nursery.start(serve, second, second_scope)  # adoption ends the orphan
-        with trio.fail_after(10):
-            status = await trio.to_thread.run_sync(os.waitpid, orphan, 0)
-        assert os.WIFSIGNALED(status[1]) and os.WTERMSIG(status[1]) == signal.SIGKILL
+        pidfd = os.pidfd_open(orphan)
+        try:
+            with trio.fail_after(10):
+                await trio.lowlevel.wait_readable(pidfd)  # it has ended
+        finally:
+            os.close(pidfd)
+        _, status = os.waitpid(orphan, os.WNOHANG)  # noqa: ASYNC222 - ended: reap it
+        reaped = True
+        assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
         # and the agent can be started again, once
         result = await second.execute("agent.spawn", params, "cmd_2")
         assert result["pid"] != orphan
         await second.execute("agent.stop", {"agentId": "ag_orphan", "graceful": False}, "cmd_3")
     finally:
         second_scope.cancel()
-        try:
-            os.kill(orphan, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        if not reaped and os.waitpid(orphan, os.WNOHANG) == (0, 0):  # noqa: ASYNC222
+            os.kill(orphan, signal.SIGKILL)  # still our unreaped child: end it
+            os.waitpid(orphan, 0)  # noqa: ASYNC222 - a SIGKILLed child: at once
