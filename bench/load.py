@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import shutil
 import subprocess
 import sys
 import time
@@ -186,6 +187,7 @@ class Load:
         for pid in sorted(pids):
             kill_marked(pid, self.marker)
         await self.relay.stop()
+        shutil.rmtree(self.work, ignore_errors=True)
 
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:

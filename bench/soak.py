@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import shutil
 import sys
 from pathlib import Path
 
@@ -31,7 +32,8 @@ def main() -> int:
     ap.add_argument("--minutes", type=float, default=3.0)
     ap.add_argument("--seed", type=int, default=None, help="default: a random one, printed")
     ap.add_argument("--agents", type=int, default=40)
-    ap.add_argument("--workdir", type=Path, default=None)
+    ap.add_argument("--workdir", type=Path, default=None,
+                    help="default: a new temporary one, removed when every invariant held")
     args = ap.parse_args()
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
     workdir = args.workdir or default_workdir()
@@ -43,7 +45,12 @@ def main() -> int:
     print(report.render())
     path = write_json("soak", report.to_json())
     print(f"  wrote {path}")
-    return 1 if report.violations else 0
+    if report.violations:
+        print(f"  work dir kept for a look: {workdir}")
+        return 1
+    if args.workdir is None:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 0
 
 
 if __name__ == "__main__":

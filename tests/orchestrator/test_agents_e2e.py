@@ -111,6 +111,7 @@ async def test_spawn_compact_restart_stop_through_the_relay(relay: Any, start_or
     with trio.fail_after(WAIT):
         await relay.wait_for(lambda: relay_agent(relay, orch, "ag_1")["pid"] == r["pid"])
     assert relay_agent(relay, orch, "ag_1")["restartCount"] == 1
+    await wait_lines(record, f"started {r['pid']}")  # its SIGTERM handler is in place
 
     stopped = await settle(relay, await api(relay, "POST", "/api/agents/ag_1/action",
                                             {"action": "stop"}))
