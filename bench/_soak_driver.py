@@ -515,9 +515,13 @@ async def run_soak(config: SoakConfig) -> SoakReport:
 
 
 def default_workdir(prefix: str = "relay-soak-") -> Path:
+    """A new scratch dir under ``bench/.work`` (not /tmp: see ``bench/_common.py``)."""
     import tempfile
 
-    return Path(tempfile.mkdtemp(prefix=prefix))
+    from bench._common import WORK
+
+    WORK.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=WORK))
 
 
 __all__ = ["SoakConfig", "SoakReport", "default_workdir", "run_soak"]

@@ -39,6 +39,17 @@ class RelayHost:
         self._ended: trio.Event | None = None
 
     async def start(self) -> DevRelay:
+        """Start it (again: on the same port, from the state file)."""
+        for attempt in range(50):
+            try:
+                return await self._start()
+            except OSError:  # the port, just freed, was taken for a moment (a client's)
+                if attempt == 49:
+                    raise
+                await trio.sleep(0.1)
+        raise AssertionError("unreachable")
+
+    async def _start(self) -> DevRelay:
         scope, ended = trio.CancelScope(), trio.Event()
 
         async def serve(*, task_status: trio.TaskStatus[DevRelay]) -> None:

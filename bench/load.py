@@ -40,6 +40,7 @@ from bench._soak_procs import (  # noqa: E402
 from orchestrator._dev_relay_store import TERMINAL, RelayStore  # noqa: E402
 
 SETTLED_AT: dict[str, float] = {}
+CLAIMED_AT: dict[str, float] = {}
 WAITING: set[str] = set()  # ids not settled yet of the batch being waited for
 
 
@@ -48,6 +49,8 @@ def _record_settles() -> None:
     original = RelayStore._set_status
 
     def set_status(self: RelayStore, command: Any, status: str, **kwargs: Any) -> None:
+        if status == "running":
+            CLAIMED_AT[command.id] = time.perf_counter()
         if status in TERMINAL and command.id not in SETTLED_AT:
             SETTLED_AT[command.id] = time.perf_counter()
             WAITING.discard(command.id)
@@ -156,6 +159,8 @@ class Load:
         sampling.cancel()
         settle_ms = [(SETTLED_AT[i] - self.created_at[i]) * 1000 for i in burst_ids]
         spawn_ms = [(SETTLED_AT[i] - self.created_at[i]) * 1000 for i in spawn_ids]
+        claim_ms = [(CLAIMED_AT[i] - self.created_at[i]) * 1000 for i in burst_ids
+                    if i in CLAIMED_AT]
         outcomes: dict[str, int] = {}
         for (kind, _), cid in zip(burst, burst_ids, strict=True):
             key = f"{kind} {relay.get_command(cid)['status']}"
@@ -170,6 +175,7 @@ class Load:
             "burst_s": burst_s, "burst_rate_per_s": args.burst / burst_s,
             "settle_p50_ms": percentile(settle_ms, 50), "settle_p99_ms": percentile(settle_ms, 99),
             "settle_max_ms": max(settle_ms), "outcomes": outcomes,
+            "claim_p50_ms": percentile(claim_ms, 50), "claim_p99_ms": percentile(claim_ms, 99),
             "agents_running_after": running, "rss_idle_bytes": rss_idle,
             "rss_with_agents_bytes": rss_agents, "rss_peak_burst_bytes": self.peak_rss,
             "rss_after_burst_bytes": rss_after,
@@ -219,6 +225,8 @@ def report(r: dict[str, Any]) -> None:
     print(fmt_row("burst settle p50", f"{r['settle_p50_ms']:.0f} ms", "-"))
     print(fmt_row("burst settle p99", f"{r['settle_p99_ms']:.0f} ms", "-"))
     print(fmt_row("burst settle max", f"{r['settle_max_ms']:.0f} ms", "-"))
+    print(fmt_row("burst create → claimed p50 / p99",
+                  f"{r['claim_p50_ms']:.0f} / {r['claim_p99_ms']:.0f} ms", "-"))
     print(fmt_row("orchestrator RSS, idle", f"{r['rss_idle_bytes'] / mb:.1f} MB", "≤ 35 MB"))
     per_agent = (r["rss_with_agents_bytes"] - r["rss_idle_bytes"]) / mb / r["agents"]
     print(fmt_row(f"orchestrator RSS, {r['agents']} agents",
