@@ -1,6 +1,6 @@
 """The dev relay: the relay command bus (PROTOCOL.md §1–3, 5, 6) on loopback.
 
-An ASGI app (starlette) served by ``_asgi_server.py`` (trio + h11) inside
+An ASGI app (starlette) served by ``_asgi_server.py`` (HTTP/1.1 on trio) inside
 the caller's nursery::
 
     relay = await nursery.start(partial(serve_dev_relay, token="t"))
