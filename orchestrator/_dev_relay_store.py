@@ -290,7 +290,10 @@ class RelayStore:
             orch.info["version"] = version
         if agents is not None:
             self._replace_agents(orch, agents)
-        self.reconcile_upgrade(orch)
+        # A heartbeat only times an upgrade out: it is settled by the version the
+        # orchestrator registers with after its restart (a reinstall reports the
+        # same version before it has restarted).
+        self.reconcile_upgrade(orch, registration=False)
         self.touch()
         return {"id": orch.id, "agentId": bus_address(orch.id), "status": "online"}
 
@@ -420,9 +423,14 @@ class RelayStore:
         self._upgrade_due[orch.id] = due
         self._schedule(due)
 
-    def reconcile_upgrade(self, orch: Orchestrator) -> None:
+    def reconcile_upgrade(self, orch: Orchestrator, *, registration: bool = True) -> None:
         up = orch.upgrade
         if up is None:
+            return
+        if not registration:
+            if (up.get("status") == "pending"
+                    and self._upgrade_due.get(orch.id, math.inf) <= trio.current_time()):
+                self._time_out_upgrade(orch)
             return
         reported = orch.version
         wanted = up.get("desiredVersion")
