@@ -87,6 +87,7 @@ class RelayClient:
         request_timeout: float = REQUEST_TIMEOUT,
     ) -> None:
         self.base_url = base_url
+        self.wire = log.isEnabledFor(logging.DEBUG)
         self._base = base_url.rstrip("/")
         self._read_token = token
         self._token: str | None = None
@@ -142,6 +143,7 @@ class RelayClient:
         return url
 
     async def request(self, method: str, path: str, body: Any = None) -> Any:
+        started = trio.current_time() if self.wire else 0.0
         request = httpx.Request(
             method,
             self._url(path),
@@ -164,6 +166,9 @@ class RelayClient:
             ) from exc
         except httpx.HTTPError as exc:
             raise RelayUnavailable(f"{method} {self.base_url}{path}: {exc!r}") from exc
+        if self.wire:  # --verbose: one line per exchange; bodies never (they may hold env)
+            log.debug("wire %s %s -> %d (%.2f ms)", method, path, response.status_code,
+                      (trio.current_time() - started) * 1000)
         self._check(method, path, response)
         if not response.content:
             return None

@@ -25,3 +25,22 @@ def test_json_lines_carry_agent_and_command_ids() -> None:
 def test_text_lines_are_one_per_event() -> None:
     line = TextFormatter().format(record("claimed", commandId="cmd_2"))
     assert line.endswith("claimed commandId=cmd_2") and "\n" not in line
+
+
+async def test_verbose_logs_the_wire_without_bodies(relay: object, start_orchestrator: object,
+                                                    caplog: object) -> None:
+    import pytest
+    import trio
+
+    assert isinstance(caplog, pytest.LogCaptureFixture)
+    logging.getLogger("relay_orchestrator").propagate = True
+    caplog.set_level(logging.DEBUG, logger="relay_orchestrator")
+    orch = await start_orchestrator(heartbeat_interval="0.1")  # type: ignore[operator]
+    with trio.fail_after(10):
+        while not any("wire POST /api/orchestrators/" in r.getMessage() and "heartbeat" in
+                      r.getMessage() for r in caplog.records):
+            await trio.sleep(0.05)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("wire ")]
+    assert any(line.startswith("wire POST /api/orchestrators -> 20") for line in lines)
+    assert all("Bearer" not in line and "{" not in line for line in lines)
+    assert orch.presence.registrations >= 1
