@@ -165,7 +165,7 @@ class RelayClient:
                 f"{method} {self.base_url}{path}: no answer within {self.request_timeout:g} s"
             ) from exc
         except httpx.HTTPError as exc:
-            raise RelayUnavailable(f"{method} {self.base_url}{path}: {exc!r}") from exc
+            raise RelayUnavailable(f"{method} {self.base_url}{path}: {_why(exc)}") from exc
         if self.wire:  # --verbose: one line per exchange; bodies never (they may hold env)
             log.debug("wire %s %s -> %d (%.2f ms)", method, path, response.status_code,
                       (trio.current_time() - started) * 1000)
@@ -276,3 +276,14 @@ def _error_detail(response: httpx.Response) -> str:
             if isinstance(raw.get(key), str):
                 return str(raw[key])[:300]
     return ""
+
+
+def _why(exc: BaseException) -> str:
+    """The transport error in words, with its root cause (a TLS failure says why)."""
+    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    cause = exc.__cause__ or exc.__context__
+    while cause is not None and cause.__cause__ is not None:
+        cause = cause.__cause__
+    if cause is not None and str(cause) and str(cause) not in text:
+        text += f" ({type(cause).__name__}: {cause})"
+    return text

@@ -103,24 +103,45 @@ async def test_an_agent_started_but_never_recorded_is_ended_by_the_next_orchestr
     assert psutil.Process(orphan).status() != psutil.STATUS_ZOMBIE
 
     second = AgentFleet(config, store=store, reporter=_Reports(), launcher=DirectLauncher())
-    second_scope, reaped = trio.CancelScope(), False
+    second_scope, started = trio.CancelScope(), [orphan]
     try:
         await nursery.start(serve, second, second_scope)  # adoption ends the orphan
-        pidfd = os.pidfd_open(orphan)
-        try:
-            with trio.fail_after(10):
-                await trio.lowlevel.wait_readable(pidfd)  # it has ended
-        finally:
-            os.close(pidfd)
-        _, status = os.waitpid(orphan, os.WNOHANG)  # noqa: ASYNC222 - ended: reap it
-        reaped = True
-        assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
-        # and the agent can be started again, once
+        assert await _ended(orphan) == signal.SIGKILL  # our child here: reaped by us
+        # and the agent can be started again, and stopped
         result = await second.execute("agent.spawn", params, "cmd_2")
-        assert result["pid"] != orphan
+        started.append(result["pid"])
         await second.execute("agent.stop", {"agentId": "ag_orphan", "graceful": False}, "cmd_3")
+        await _ended(result["pid"])  # reaped by the fleet
     finally:
         second_scope.cancel()
-        if not reaped and os.waitpid(orphan, os.WNOHANG) == (0, 0):  # noqa: ASYNC222
-            os.kill(orphan, signal.SIGKILL)  # still our unreaped child: end it
-            os.waitpid(orphan, 0)  # noqa: ASYNC222 - a SIGKILLed child: at once
+        for pid in started:  # whatever went wrong: our own agents, by pid
+            _kill_if_ours(pid, tmp_path)
+
+
+async def _ended(pid: int) -> int | None:
+    """Wait (bounded) until ``pid`` has ended; reap it if nobody did; its signal, if known."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return None  # ended, and reaped already
+    try:
+        with trio.fail_after(10):
+            await trio.lowlevel.wait_readable(pidfd)
+    finally:
+        os.close(pidfd)
+    try:
+        _, status = os.waitpid(pid, os.WNOHANG)  # noqa: ASYNC222 - it has ended
+    except ChildProcessError:
+        return None
+    return os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
+
+
+def _kill_if_ours(pid: int, tmp_path: Path) -> None:
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE or not proc.cwd().startswith(str(tmp_path)):
+            return
+        proc.kill()
+        proc.wait(5)
+    except psutil.Error:
+        pass
