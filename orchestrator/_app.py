@@ -256,10 +256,26 @@ async def _shutdown(orch: Orchestrator, nursery: trio.Nursery) -> None:
                 await orch.fleet.execute("orchestrator.shutdown", {}, "shutdown")
             except actors.CommandRejected:
                 pass
+            await _end_idle_tmux_server(tmux_socket(orch.settings))
     await orch.outbox.flush(FLUSH_GRACE)
     nursery.cancel_scope.cancel()
     log.info("orchestrator %s stopped; %s", orch.id,
              "its agents stopped" if orch.settings.stop_agents_on_exit else "agents left running")
+
+
+async def _end_idle_tmux_server(socket: str) -> None:
+    """With every agent stopped, the tmux server we started has nothing left to hold."""
+    import shutil
+
+    if shutil.which("tmux") is None:
+        return
+    argv = ["tmux", "-N", "-L", socket]
+    listed = await trio.run_process([*argv, "list-sessions"], capture_stdout=True,
+                                    capture_stderr=True, check=False)
+    if listed.returncode == 0 and listed.stdout.strip():
+        return  # something still runs there: leave it
+    await trio.run_process([*argv, "kill-server"], capture_stdout=True, capture_stderr=True,
+                           check=False)
 
 
 async def _watchdog(orch: Orchestrator) -> None:

@@ -64,12 +64,29 @@ def descendants(pid: int) -> list[int]:
         return []
 
 
-def stop_and_check_clean(proc: subprocess.Popen[str], agent_pids: list[int]) -> None:
+def left_behind(home: Path) -> list[str]:
+    """Processes still running with this test's HOME (agents, tmux servers…)."""
+    found = []
+    for p in psutil.process_iter(["pid", "cmdline", "status"]):
+        try:
+            if p.info["status"] == psutil.STATUS_ZOMBIE:
+                continue
+            if p.environ().get("HOME") == str(home):
+                found.append(f"{p.pid} {' '.join(p.info['cmdline'] or [])}")
+        except (psutil.Error, OSError):
+            continue
+    return found
+
+
+def stop_and_check_clean(proc: subprocess.Popen[str], agent_pids: list[int],
+                         home: Path | None = None) -> None:
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=15) == 0
     for pid in agent_pids:
         alive = psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
         assert not alive, f"dev left agent {pid} behind"
+    if home is not None:
+        assert left_behind(home) == []
 
 
 @pytest.fixture
@@ -110,7 +127,7 @@ def test_dev_demo_walks_through_and_leaves_nothing_behind(home: Path) -> None:
         content = log.read_text()
         assert "got: /compact" in content
         assert "got: Remember: the relay is the source of truth." in content
-        stop_and_check_clean(proc, [demo["pid"]])
+        stop_and_check_clean(proc, [demo["pid"]], home)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -177,6 +194,7 @@ def test_readme_commands_work_as_written(tmp_path: Path, home: Path) -> None:
         assert proc.wait(timeout=20) == 0
         assert not (psutil.pid_exists(pid)
                     and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
+        assert left_behind(home) == []
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
