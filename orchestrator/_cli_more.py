@@ -26,7 +26,6 @@ def register_more(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 
 def cmd_upgrade(args: argparse.Namespace) -> int:
-    from ._upgrade import RUNTIME_PACKAGES  # noqa: F401  (one list of what we can install)
     from ._version import is_semver
 
     if not is_semver(args.target_version):

@@ -246,7 +246,3 @@ class Dispatcher:
             log.exception("command %s (%s) crashed its handler", command.id, command.type,
                           extra={"commandId": command.id})
             return Outcome.failed(f"internal error while handling {command.type}: {exc}")
-
-
-def result_dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {"value": value}

@@ -236,14 +236,5 @@ async def _non_prefix_install(settings: Settings, version: str) -> None:
     exe = _upgrade_command()
     if exe is None:
         raise InstallFailed("no upgrade command available: relay-orchestrator is not on PATH")
-    await _run([exe, "upgrade", "--version", version, "--no-restart", *pip_cli_args(settings)],
+    await _run([exe, "upgrade", "--version", version, "--no-restart", *pip_source_args(settings)],
                what="relay-orchestrator upgrade")
-
-
-def pip_cli_args(settings: Settings) -> list[str]:
-    args: list[str] = []
-    if settings.index_url:
-        args += ["--index-url", settings.index_url]
-    if settings.find_links:
-        args += ["--find-links", settings.find_links]
-    return args
