@@ -334,25 +334,28 @@ class AgentActor:
 
     async def _open_session(
         self, launch: Launch, cwd: Path, directory: Path
-    ) -> tuple[Session, int]:
+    ) -> tuple[Session, int, float | None]:
         ctx = self._ctx
         name = f"relay-{self.agent_id}"
         if launch.session_kind == "tmux":
-            return await TmuxSession.start(
+            tmux_session, pid = await TmuxSession.start(
                 server=ctx.tmux, name=name, argv=launch.argv, cwd=cwd, env=launch.env,
                 directory=directory,
             )  # fmt: skip
+            return tmux_session, pid, None
         session, launched = await PlainSession.start(
             launcher=ctx.launcher, name=name, argv=launch.argv, cwd=cwd, env=launch.env,
             directory=directory, provider=launch.provider,
         )  # fmt: skip
-        return session, launched.pid
+        return session, launched.pid, launched.started_boottime
 
-    def _started(self, launch: Launch, session: Session, pid: int) -> dict[str, Any]:
+    def _started(
+        self, launch: Launch, session: Session, pid: int, started_boottime: float | None
+    ) -> dict[str, Any]:
         assert self.state is not None and self._nursery is not None
-        identity = identify(pid, launch.argv) or ProcessIdentity(
-            pid=pid, create_time=0.0, cmdline=tuple(launch.argv)
-        )
+        identity = identify(
+            pid, launch.argv, started_boottime=started_boottime
+        ) or ProcessIdentity(pid=pid, create_time=0.0, cmdline=tuple(launch.argv))
         unit = self._session_json_unit(session)
         probe = UsageProbe(pid, create_time=identity.create_time, unit=unit)
         running = _Running(ProcessWatch.open_started(identity), session, probe)

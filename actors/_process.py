@@ -74,8 +74,19 @@ def signal_name(number: int) -> str:
         return f"SIG{number}"
 
 
-def identify(pid: int, argv: Sequence[str]) -> ProcessIdentity | None:
-    """The identity of the process just started as ``pid``; None if already gone."""
+def identify(
+    pid: int, argv: Sequence[str], *, started_boottime: float | None = None
+) -> ProcessIdentity | None:
+    """The identity of the process just started as ``pid``; None if already gone.
+
+    ``started_boottime``: when the launcher saw it start (CLOCK_BOOTTIME, to
+    within a tick), which spares reading ``/proc`` on the spawn path.
+    """
+    if started_boottime is not None:
+        ticks = int(started_boottime * _CLOCK_TICKS)
+        return ProcessIdentity(
+            pid=pid, create_time=ticks / _CLOCK_TICKS + _boot_time(), cmdline=tuple(argv)
+        )
     try:
         create_time = start_time(pid)
     except psutil.Error:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -51,6 +52,13 @@ def start_orchestrator(relay_url: str, token: str, *, heartbeat: float = 10.0,
             *(extra or [])]
     log = open(work / "orchestrator.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(argv, env=full_env, stdout=log, stderr=log, cwd=work)
+    # BENCH_ORCH_PYSPY=<file>: sample it with py-spy for 20 s (collapsed stacks into <file>)
+    pyspy = os.environ.get("BENCH_ORCH_PYSPY")
+    if pyspy:
+        spy = shutil.which("py-spy") or str(ROOT / "bench" / ".venv-peers" / "bin" / "py-spy")
+        subprocess.Popen([spy, "record", "--nonblocking", "-r", "1000", "-f", "raw", "-d", "20",
+                          "-o", pyspy, "--pid", str(proc.pid)], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
     return proc, work
 
 

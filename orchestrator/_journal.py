@@ -28,7 +28,9 @@ or ``flush()``, commits:
 - ``claimed``/``dropped`` states (``set_state(..., lazy=True)``): lost, a
   command stays ``claiming``, and recovery asks the relay what became of it;
 - ``delivered``: lost, the settle is sent again, and the relay answers a
-  repeated outcome with 200.
+  repeated outcome with 200;
+- an agent's record (``save_agent``): its report follows at once, and
+  ``enqueue_report`` commits the two together.
 
 The outbox is mirrored in memory (loaded once, kept in step by every
 write), so the delivery loop never queries the table.
@@ -321,7 +323,9 @@ class Journal:
         return [json.loads(r[0]) for r in rows]
 
     def save_agent(self, agent_id: str, record: dict[str, Any]) -> None:
-        self.flush()
+        """Lazy: committed with the agent's report, which always follows it
+        (``enqueue_report``), so the record is durable before the report leaves."""
+        self._begin()
         self._db.execute(
             "INSERT INTO agents(agent_id, record) VALUES(?, ?) "
             "ON CONFLICT(agent_id) DO UPDATE SET record=excluded.record",

@@ -43,7 +43,7 @@ def make_http_transport(base_url: str, *, verify: str | bool = True) -> httpx.As
     if not base_url.startswith("https://"):
         from ._http_transport import PlainHTTPTransport
 
-        return PlainHTTPTransport(max_connections=32, max_idle=16)
+        return PlainHTTPTransport(max_connections=32, max_idle=32)
     transport_verify: Any = verify
     if isinstance(transport_verify, str):  # a CA file; httpx deprecates verify=<path>
         import ssl

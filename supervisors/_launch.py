@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
@@ -45,6 +46,9 @@ class LaunchSpec:
 class Launched:
     pid: int
     unit: str | None = None  # the transient unit that holds it, when there is one
+    # When the process started, on the CLOCK_BOOTTIME clock (seconds), if the
+    # launcher knows it to within a clock tick; None: read it from /proc.
+    started_boottime: float | None = None
 
 
 class ProcessLauncher(Protocol):
@@ -75,6 +79,7 @@ def launch_direct_sync(spec: LaunchSpec) -> Launched:
     """
     stdin, stdout = _open_stdio(spec)
     try:
+        before = _boottime()
         proc = subprocess.Popen(
             list(spec.argv),
             cwd=spec.cwd,
@@ -85,12 +90,27 @@ def launch_direct_sync(spec: LaunchSpec) -> Launched:
             start_new_session=True,
             close_fds=True,
         )
+        after = _boottime()
     finally:
         os.close(stdin)
         os.close(stdout)
     # Popen keeps a handle only for reaping; the watcher reaps by pid.
     proc.returncode = 0  # tell Popen.__del__ not to track it
-    return Launched(pid=proc.pid)
+    # The child's start time lies between the two readings. When they are
+    # less than a clock tick apart the first one is its start time to the tick
+    # (what /proc/<pid>/stat tells), without reading /proc while the child is
+    # still in execve, which can take longer than the start itself.
+    started = before if before is not None and after is not None and (
+        after - before < _START_SLACK) else None
+    return Launched(pid=proc.pid, started_boottime=started)
+
+
+_START_SLACK = 0.005  # half a 100 Hz clock tick
+
+
+def _boottime() -> float | None:
+    clock = getattr(time, "CLOCK_BOOTTIME", None)  # Linux only
+    return time.clock_gettime(clock) if clock is not None else None
 
 
 class DirectLauncher:
