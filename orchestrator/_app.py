@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import secrets
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import attrs
@@ -198,7 +198,7 @@ async def run_orchestrator(
                 fleet.agents,
                 heartbeat_interval=settings.heartbeat_interval,
                 on_status=on_status,
-                before_report=fleet.refresh_usage,
+                before_report=lambda: _durable_then(journal, fleet.refresh_usage),
             )
             outbox = Outbox(journal, client, orch_id, on_forgotten=presence.request_register)
             outbox_ref.append(outbox)
@@ -364,3 +364,9 @@ def _visible_outcome(orch: Orchestrator, command: Command) -> Outcome:
                     "workspace": agent.get("workspace"),
                 })
     return Outcome.failed(f"orchestrator restarted before completing {command.type}")
+
+
+async def _durable_then(journal: Journal, refresh: Callable[[], Awaitable[None]]) -> None:
+    """Before a registration or heartbeat lists the agents: what it tells is durable."""
+    journal.flush()
+    await refresh()

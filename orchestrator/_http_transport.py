@@ -67,6 +67,33 @@ class PlainHTTPTransport(httpx.AsyncBaseTransport):
             if not released:
                 self._limit.release()
 
+    async def exchange(
+        self, key: tuple[str, int], data: bytes, *, head_only: bool = False
+    ) -> tuple[int, bytes]:
+        """One request, already rendered (``data``: head and body), its answer
+        read whole: ``(status, body)``. The relay client's hot path: no httpx
+        Request or Response objects (their URL and header handling cost more
+        than the exchange itself on loopback). Errors as ``handle_async_request``.
+        """
+        await self._limit.acquire()
+        released = False
+        try:
+            conn = self._idle_connection(key)
+            if conn is None:
+                conn = await _Connection.open(key, None)
+            try:
+                await conn.send(data, None)
+                status, body, keep_alive = await conn.read_whole(head_only)
+            except BaseException:
+                conn.close()
+                raise
+            released = True
+            self._done_with(conn, keep_alive)
+            return status, body
+        finally:
+            if not released:
+                self._limit.release()
+
     def _idle_connection(self, key: tuple[str, int]) -> _Connection | None:
         idle = self._idle.get(key)
         while idle:
@@ -109,6 +136,31 @@ def _request_bytes(request: httpx.Request, body: bytes) -> bytes:
     return b"".join(parts)
 
 
+def _framing(
+    headers: list[tuple[bytes, bytes]], version: bytes, request: httpx.Request | None
+) -> tuple[int | None, bool, bool]:
+    """How the body is framed: ``(content-length, chunked, keep-alive)``."""
+    length: int | None = None
+    chunked = False
+    keep_alive = version == b"HTTP/1.1"
+    for name, value in headers:
+        lowered = name.lower()
+        if lowered == b"content-length":
+            try:
+                length = int(value)
+            except ValueError:
+                raise httpx.RemoteProtocolError("bad content-length", request=request) from None
+        elif lowered == b"transfer-encoding":
+            chunked = value.strip().lower().endswith(b"chunked")
+        elif lowered == b"connection":
+            tokens = value.lower()
+            if b"close" in tokens:
+                keep_alive = False
+            elif b"keep-alive" in tokens:
+                keep_alive = True
+    return length, chunked, keep_alive
+
+
 class _Connection:
     def __init__(self, key: tuple[str, int], stream: trio.SocketStream) -> None:
         self.key = key
@@ -117,7 +169,7 @@ class _Connection:
         self._closed = False
 
     @classmethod
-    async def open(cls, key: tuple[str, int], request: httpx.Request) -> _Connection:
+    async def open(cls, key: tuple[str, int], request: httpx.Request | None) -> _Connection:
         try:
             stream = await trio.open_tcp_stream(*key)  # sets TCP_NODELAY
         except OSError as exc:
@@ -138,19 +190,19 @@ class _Connection:
             self._closed = True
             self._stream.socket.close()
 
-    async def send(self, data: bytes, request: httpx.Request) -> None:
+    async def send(self, data: bytes, request: httpx.Request | None) -> None:
         try:
             await self._stream.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             raise httpx.WriteError(str(exc) or repr(exc), request=request) from exc
 
-    async def _receive(self, request: httpx.Request) -> bytes:
+    async def _receive(self, request: httpx.Request | None) -> bytes:
         try:
             return await self._stream.receive_some(READ_SIZE)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             raise httpx.ReadError(str(exc) or repr(exc), request=request) from exc
 
-    async def _fill(self, request: httpx.Request, what: str) -> None:
+    async def _fill(self, request: httpx.Request | None, what: str) -> None:
         data = await self._receive(request)
         if not data:
             raise httpx.RemoteProtocolError(
@@ -158,31 +210,35 @@ class _Connection:
             )
         self._buffer += data
 
+    async def read_whole(self, head_only: bool) -> tuple[int, bytes, bool]:
+        """The next response, body and all: ``(status, body, keep_alive)``."""
+        status, _reason, _version, headers = await self._final_head(None)
+        length, chunked, keep_alive = _framing(headers, _version, None)
+        if head_only or status in _NO_BODY_STATUS:
+            length = 0
+        if length is not None and not chunked:
+            while len(self._buffer) < length:
+                await self._fill(None, "the whole response body")
+            body = bytes(self._buffer[:length])
+            del self._buffer[:length]
+            return status, body, keep_alive
+        parts = self._chunked(None) if chunked else self._until_closed(None)
+        body = b"".join([part async for part in parts])
+        return status, body, keep_alive and chunked
+
+    async def _final_head(
+        self, request: httpx.Request | None
+    ) -> tuple[int, bytes, bytes, list[tuple[bytes, bytes]]]:
+        while True:
+            head = await self._read_head(request)
+            if not 100 <= head[0] < 200 or head[0] == 101:
+                return head
+
     async def read_response(
         self, request: httpx.Request, transport: PlainHTTPTransport
     ) -> httpx.Response:
-        while True:
-            status, reason, version, headers = await self._read_head(request)
-            if not 100 <= status < 200 or status == 101:
-                break
-        length: int | None = None
-        chunked = False
-        keep_alive = version == b"HTTP/1.1"
-        for name, value in headers:
-            lowered = name.lower()
-            if lowered == b"content-length":
-                try:
-                    length = int(value)
-                except ValueError:
-                    raise httpx.RemoteProtocolError("bad content-length", request=request) from None
-            elif lowered == b"transfer-encoding":
-                chunked = value.strip().lower().endswith(b"chunked")
-            elif lowered == b"connection":
-                tokens = value.lower()
-                if b"close" in tokens:
-                    keep_alive = False
-                elif b"keep-alive" in tokens:
-                    keep_alive = True
+        status, reason, version, headers = await self._final_head(request)
+        length, chunked, keep_alive = _framing(headers, version, request)
         extensions: dict[str, Any] = {"http_version": version, "reason_phrase": reason}
         if request.method == "HEAD" or status in _NO_BODY_STATUS:
             length = 0
@@ -200,7 +256,7 @@ class _Connection:
         return httpx.Response(status, headers=headers, stream=stream, extensions=extensions)
 
     async def _read_head(
-        self, request: httpx.Request
+        self, request: httpx.Request | None
     ) -> tuple[int, bytes, bytes, list[tuple[bytes, bytes]]]:
         while (end := self._buffer.find(b"\r\n\r\n")) < 0:
             if len(self._buffer) > MAX_HEAD:
@@ -228,7 +284,7 @@ class _Connection:
             headers.append((name, value.strip()))
         return code, rest[0] if rest else b"", version, headers
 
-    async def _chunked(self, request: httpx.Request) -> AsyncGenerator[bytes, None]:
+    async def _chunked(self, request: httpx.Request | None) -> AsyncGenerator[bytes, None]:
         while True:
             while (end := self._buffer.find(b"\r\n")) < 0:
                 await self._fill(request, "a chunk")
@@ -259,7 +315,9 @@ class _Connection:
                 raise httpx.RemoteProtocolError("bad chunk end", request=request)
             del self._buffer[:2]
 
-    async def _until_closed(self, request: httpx.Request) -> AsyncGenerator[bytes, None]:
+    async def _until_closed(
+        self, request: httpx.Request | None
+    ) -> AsyncGenerator[bytes, None]:
         if self._buffer:
             data = bytes(self._buffer)
             self._buffer.clear()

@@ -29,8 +29,12 @@ or ``flush()``, commits:
   command stays ``claiming``, and recovery asks the relay what became of it;
 - ``delivered``: lost, the settle is sent again, and the relay answers a
   repeated outcome with 200;
-- an agent's record (``save_agent``): its report follows at once, and
-  ``enqueue_report`` commits the two together.
+- outcomes and reports (``record_outcome``, ``enqueue_report``) with the
+  agent record that goes with a report (``save_agent``): the outbox commits
+  before it sends anything (``Outbox``), so what leaves is always durable,
+  and the outcomes of a burst share one commit (a group commit). A crash
+  in between loses what the relay never heard of: the command is found
+  claimed but not done, and is settled failed on recovery.
 
 The outbox is mirrored in memory (loaded once, kept in step by every
 write), so the delivery loop never queries the table.
@@ -224,7 +228,6 @@ class Journal:
         except BaseException:
             self._rollback()
             raise
-        self.flush()
         assert seq is not None
         item = OutboxItem(seq=seq, kind=OutboxKind.SETTLE, key=command_id, body=body, order=order)
         self._added(item)
@@ -271,7 +274,6 @@ class Journal:
         except BaseException:
             self._rollback()
             raise
-        self.flush()
         assert seq is not None
         if old is not None:
             self._outbox.pop(old, None)
@@ -324,7 +326,7 @@ class Journal:
 
     def save_agent(self, agent_id: str, record: dict[str, Any]) -> None:
         """Lazy: committed with the agent's report, which always follows it
-        (``enqueue_report``), so the record is durable before the report leaves."""
+        (``enqueue_report``), before that report leaves."""
         self._begin()
         self._db.execute(
             "INSERT INTO agents(agent_id, record) VALUES(?, ?) "

@@ -25,6 +25,7 @@ from ._errors import (
     RelayNotFound,
     RelayUnavailable,
 )
+from ._http_transport import PlainHTTPTransport
 from ._wire import Heartbeat, Registration, RegistrationAnswer, converter, unstructure
 
 log = logging.getLogger("relay_orchestrator.relay")
@@ -41,8 +42,6 @@ def make_http_transport(base_url: str, *, verify: str | bool = True) -> httpx.As
     verifying with ``verify`` (True: the system's CAs; a path: that CA file).
     """
     if not base_url.startswith("https://"):
-        from ._http_transport import PlainHTTPTransport
-
         return PlainHTTPTransport(max_connections=32, max_idle=32)
     transport_verify: Any = verify
     if isinstance(transport_verify, str):  # a CA file; httpx deprecates verify=<path>
@@ -96,13 +95,42 @@ class RelayClient:
         self._http = http
         self._transport = transport
         self.request_timeout = request_timeout
+        # The hot path: requests rendered straight to bytes for our own
+        # transport (an http:// relay); None: through httpx objects.
+        self._plain: tuple[tuple[str, int], str, str] | None = None
+        self._plain_head: bytes | None = None  # the headers after the request line, per token
+        if isinstance(transport, PlainHTTPTransport):
+            url = httpx.URL(self._base)
+            if url.scheme == "http" and url.host:
+                key = (url.host, url.port or 80)
+                prefix = url.raw_path.decode("ascii").rstrip("/")
+                self._plain = (key, url.netloc.decode("ascii"), prefix)
 
     # -- plumbing -------------------------------------------------------------
     def _headers(self) -> dict[str, str]:
         if self._token is None:
             self._token = self._read_token()
             self._json_headers = None
+            self._plain_head = None
         return {"Authorization": f"Bearer {self._token}"} if self._token else {}
+
+    def _render(self, method: str, path: str, body: bytes | None) -> bytes | None:
+        """The whole request as bytes for our own transport; None: not renderable
+        here (a path that needs encoding goes through httpx, which encodes it)."""
+        assert self._plain is not None
+        target = self._plain[2] + path
+        if not _PLAIN_TARGET.fullmatch(target):
+            return None
+        auth = self._headers()
+        if self._plain_head is None:
+            lines = [f"Host: {self._plain[1]}"]
+            lines += [f"{name}: {value}" for name, value in auth.items()]
+            lines += ["Accept: application/json", "Content-Type: application/json", ""]
+            self._plain_head = "\r\n".join(lines).encode("latin-1")
+        length = b"Content-Length: %d\r\n\r\n" % len(body) if body is not None else (
+            b"Content-Length: 0\r\n\r\n" if method not in ("GET", "HEAD") else b"\r\n")
+        return b"".join((f"{method} {target} HTTP/1.1\r\n".encode("ascii"),
+                         self._plain_head, length, body or b""))
 
     def _request_headers(self) -> httpx.Headers:
         """The headers of every JSON request, made once per token."""
@@ -113,11 +141,10 @@ class RelayClient:
             )
         return self._json_headers
 
-    def _check(self, method: str, path: str, response: httpx.Response) -> None:
-        status = response.status_code
+    def _check(self, method: str, path: str, status: int, content: bytes) -> None:
         if status < 400:
             return
-        detail = _error_detail(response)
+        detail = _error_detail(content)
         what = f"{method} {self.base_url}{path}: {status}{': ' + detail if detail else ''}"
         if status in (401, 403):
             self._token = None  # re-read the token file before the next attempt
@@ -144,22 +171,10 @@ class RelayClient:
 
     async def request(self, method: str, path: str, body: Any = None) -> Any:
         started = trio.current_time() if self.wire else 0.0
-        request = httpx.Request(
-            method,
-            self._url(path),
-            headers=self._request_headers(),
-            content=None if body is None else _dumps(body),
-        )
+        content = None if body is None else _dumps(body)
         try:
             with trio.fail_after(self.request_timeout):
-                if self._transport is not None:
-                    response = await self._transport.handle_async_request(request)
-                    try:
-                        await response.aread()
-                    finally:
-                        await response.aclose()
-                else:
-                    response = await self._http.send(request)
+                status, answer = await self._exchange(method, path, content)
         except trio.TooSlowError as exc:
             raise RelayUnavailable(
                 f"{method} {self.base_url}{path}: no answer within {self.request_timeout:g} s"
@@ -167,15 +182,36 @@ class RelayClient:
         except httpx.HTTPError as exc:
             raise RelayUnavailable(f"{method} {self.base_url}{path}: {_why(exc)}") from exc
         if self.wire:  # --verbose: one line per exchange; bodies never (they may hold env)
-            log.debug("wire %s %s -> %d (%.2f ms)", method, path, response.status_code,
+            log.debug("wire %s %s -> %d (%.2f ms)", method, path, status,
                       (trio.current_time() - started) * 1000)
-        self._check(method, path, response)
-        if not response.content:
+        self._check(method, path, status, answer)
+        if not answer:
             return None
         try:
-            return json.loads(response.content)
+            return json.loads(answer)
         except ValueError as exc:
             raise RelayUnavailable(f"{method} {self.base_url}{path}: answer is not JSON") from exc
+
+    async def _exchange(self, method: str, path: str, content: bytes | None) -> tuple[int, bytes]:
+        if self._plain is not None:
+            data = self._render(method, path, content)
+            if data is not None:
+                assert isinstance(self._transport, PlainHTTPTransport)
+                return await self._transport.exchange(
+                    self._plain[0], data, head_only=method == "HEAD"
+                )
+        request = httpx.Request(
+            method, self._url(path), headers=self._request_headers(), content=content
+        )
+        if self._transport is not None:
+            response = await self._transport.handle_async_request(request)
+            try:
+                await response.aread()
+            finally:
+                await response.aclose()
+        else:
+            response = await self._http.send(request)
+        return response.status_code, response.content
 
     # -- the protocol -----------------------------------------------------------
     async def register(self, registration: Registration) -> RegistrationAnswer:
@@ -224,7 +260,7 @@ class RelayClient:
         try:
             if response.status_code >= 400:
                 await response.aread()
-                self._check("GET", path, response)
+                self._check("GET", path, response.status_code, response.content)
             yield _lines(response)
         except httpx.HTTPError as exc:
             raise RelayUnavailable(f"GET {self.base_url}{path}: {exc!r}") from exc
@@ -254,6 +290,9 @@ async def _lines(response: httpx.Response) -> AsyncIterator[str]:
 
 
 _EOL = re.compile("\r\n|\r|\n")
+# A request target sent as is: the characters RFC 3986 allows in a path and
+# query, with nothing that needs encoding (ids come from the relay).
+_PLAIN_TARGET = re.compile(r"/[A-Za-z0-9\-._~!$&'()*+,;=:@/?%]*")
 
 
 def _dumps(body: Any) -> bytes:
@@ -266,11 +305,11 @@ def _q(text: str) -> str:
     return quote(text, safe="")
 
 
-def _error_detail(response: httpx.Response) -> str:
+def _error_detail(content: bytes) -> str:
     try:
-        raw = response.json()
+        raw = json.loads(content)
     except ValueError:
-        return response.text[:200].strip()
+        return content[:200].decode("utf-8", "replace").strip()
     if isinstance(raw, dict):
         for key in ("error", "message", "detail"):
             if isinstance(raw.get(key), str):
