@@ -368,5 +368,5 @@ def _visible_outcome(orch: Orchestrator, command: Command) -> Outcome:
 
 async def _durable_then(journal: Journal, refresh: Callable[[], Awaitable[None]]) -> None:
     """Before a registration or heartbeat lists the agents: what it tells is durable."""
-    journal.flush()
+    journal.make_durable()
     await refresh()

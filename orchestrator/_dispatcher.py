@@ -173,7 +173,7 @@ class Dispatcher:
     async def _claim_entry(self, entry: _Entry) -> None:
         assert entry.claimed is not None
         try:
-            self._journal.flush()  # the intent is durable before the claim leaves
+            self._journal.make_durable()  # the intent is durable before the claim leaves
             entry.ours = await self._claim(entry.command)
             # Lazily: lost in a crash, recovery asks the relay what became of it.
             state = CommandState.CLAIMED if entry.ours else CommandState.DROPPED

@@ -22,7 +22,7 @@ Not every write needs its own commit. Writes that a crash may lose without
 harm are *lazy*: they join an open transaction that the next durable write,
 or ``flush()``, commits:
 
-- the claim intent (``record_intent``): the dispatcher calls ``flush()``
+- the claim intent (``record_intent``): the dispatcher calls ``make_durable()``
   before it sends the claim, so the intents of a whole stream chunk are
   made durable in one commit, always before their claims leave;
 - ``claimed``/``dropped`` states (``set_state(..., lazy=True)``): lost, a
@@ -130,6 +130,10 @@ class Journal:
         self._db.executescript(SCHEMA)
         self._settled_since_prune = 0
         self._in_transaction = False
+        # The open transaction holds something that must be durable before a
+        # request leaves (an intent, an outcome, a report): ``make_durable``
+        # commits then, and only then; marks that may be lost just wait.
+        self._needed = False
         # The outbox in memory: pending items by seq (ascending), and the seq of
         # each agent's pending report.
         self._outbox: dict[int, OutboxItem] = {}
@@ -161,7 +165,18 @@ class Journal:
         """Commit the lazy writes made so far (a no-op when there are none)."""
         if self._in_transaction:
             self._in_transaction = False
+            self._needed = False
             self._db.execute("COMMIT")
+
+    def make_durable(self) -> None:
+        """Before a claim, settle or report leaves: commit if the open
+        transaction holds an intent, outcome, report or agent record."""
+        if self._needed:
+            self.flush()
+
+    def _begin_needed(self) -> None:
+        self._begin()
+        self._needed = True
 
     # -- meta ---------------------------------------------------------------
     def get_meta(self, key: str) -> Any:
@@ -189,7 +204,7 @@ class Journal:
     def record_intent(self, command_id: str, command_type: str, params: Any) -> bool:
         """Write the claim intent (lazily: ``flush()`` before claiming); False when
         the id was seen before (do nothing)."""
-        self._begin()
+        self._begin_needed()
         cur = self._db.execute(
             "INSERT OR IGNORE INTO commands(id, type, state, params, outcome, updated_at) "
             "VALUES(?, ?, ?, ?, NULL, ?)",
@@ -215,7 +230,8 @@ class Journal:
         ``order``: keys the settle shares with items it must not overtake
         (``Outbox``); kept in memory only."""
         text = json.dumps(body)
-        self._begin()
+        self._begin_needed()
+        self._db.execute("SAVEPOINT one_write")
         try:
             self._db.execute(
                 "UPDATE commands SET state=?, outcome=?, updated_at=? WHERE id=?",
@@ -228,6 +244,7 @@ class Journal:
         except BaseException:
             self._rollback()
             raise
+        self._db.execute("RELEASE one_write")
         assert seq is not None
         item = OutboxItem(seq=seq, kind=OutboxKind.SETTLE, key=command_id, body=body, order=order)
         self._added(item)
@@ -243,9 +260,9 @@ class Journal:
             callback(item)
 
     def _rollback(self) -> None:
-        if self._in_transaction:
-            self._in_transaction = False
-            self._db.execute("ROLLBACK")
+        """Undo the write that failed, and only it: the lazy writes before it stay."""
+        self._db.execute("ROLLBACK TO one_write")
+        self._db.execute("RELEASE one_write")
 
     def unfinished(self) -> list[JournalCommand]:
         """Commands claimed (or being claimed) with no outcome: a crash left them."""
@@ -262,7 +279,8 @@ class Journal:
     # -- outbox -------------------------------------------------------------
     def enqueue_report(self, agent_id: str, body: dict[str, Any]) -> OutboxItem:
         """The agent's newest report replaces the one not yet delivered."""
-        self._begin()
+        self._begin_needed()
+        self._db.execute("SAVEPOINT one_write")
         try:
             old = self._reports.get(agent_id)
             if old is not None:
@@ -274,6 +292,7 @@ class Journal:
         except BaseException:
             self._rollback()
             raise
+        self._db.execute("RELEASE one_write")
         assert seq is not None
         if old is not None:
             self._outbox.pop(old, None)
@@ -327,7 +346,7 @@ class Journal:
     def save_agent(self, agent_id: str, record: dict[str, Any]) -> None:
         """Lazy: committed with the agent's report, which always follows it
         (``enqueue_report``), before that report leaves."""
-        self._begin()
+        self._begin_needed()
         self._db.execute(
             "INSERT INTO agents(agent_id, record) VALUES(?, ?) "
             "ON CONFLICT(agent_id) DO UPDATE SET record=excluded.record",

@@ -115,7 +115,7 @@ class Outbox:
 
     def _start_ready(self, nursery: trio.Nursery) -> None:
         if self._ready:
-            self._journal.flush()  # what leaves is durable: one commit for the whole batch
+            self._journal.make_durable()  # what leaves is durable: one commit for the batch
         limit = 1 if self._failing else MAX_IN_FLIGHT
         while self._ready and len(self._in_flight) < limit:
             item = self._ready.popleft()
