@@ -64,6 +64,7 @@ log = logging.getLogger("actors")
 
 MAILBOX_SIZE = 16
 LAUNCH_BOUND = 30.0  # a start is shielded from cancellation, this long at most
+STOPPING_UNSAID = 0.05  # an agent that ends this soon after SIGTERM is never reported stopping
 
 
 @attrs.define(eq=False)
@@ -448,26 +449,43 @@ class AgentActor:
         if not watch.ended.is_set():
             running.stopping = True
             self.state.status = AgentStatus.STOPPING
-            self._commit()
-            provider = config.provider(self.state.provider)
-            if graceful and provider is not None and provider.quit_input:
-                with trio.move_on_after(timeout / 2):
-                    try:
-                        await running.session.send(provider.quit_input)
-                    except CommandRejected:
-                        pass
-                    await watch.ended.wait()
-                timeout /= 2
-            if graceful and not watch.ended.is_set():
-                watch.signal(signal.SIGTERM)
-                with trio.move_on_after(timeout):
-                    await watch.ended.wait()
-            if not watch.ended.is_set():
-                watch.signal(signal.SIGKILL)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._say_stopping, watch)
+                await self._end(running, graceful, within=timeout)
+                nursery.cancel_scope.cancel()
         with trio.move_on_after(config.kill_grace + timeout + 5):
             await running.finished.wait()
         if not running.finished.is_set():
             raise CommandRejected(f"agent {self.agent_id} did not end after SIGKILL")
+
+    async def _end(self, running: _Running, graceful: bool, *, within: float) -> None:
+        """The provider's quit input, SIGTERM, then SIGKILL, each in its time."""
+        assert self.state is not None
+        watch = running.watch
+        provider = self._ctx.config.provider(self.state.provider)
+        if graceful and provider is not None and provider.quit_input:
+            with trio.move_on_after(within / 2):
+                try:
+                    await running.session.send(provider.quit_input)
+                except CommandRejected:
+                    pass
+                await watch.ended.wait()
+            within /= 2
+        if graceful and not watch.ended.is_set():
+            watch.signal(signal.SIGTERM)
+            with trio.move_on_after(within):
+                await watch.ended.wait()
+        if not watch.ended.is_set():
+            watch.signal(signal.SIGKILL)
+
+    async def _say_stopping(self, watch: ProcessWatch) -> None:
+        """Report ``stopping`` once the agent has not ended within STOPPING_UNSAID:
+        one that ends sooner goes from running to stopped in one report."""
+        await trio.sleep(STOPPING_UNSAID)
+        if not watch.ended.is_set() and self.state is not None and (
+            self.state.status is AgentStatus.STOPPING
+        ):
+            self._commit()
 
     # -- restart -------------------------------------------------------------
 

@@ -146,10 +146,10 @@ def _framing(
     for name, value in headers:
         lowered = name.lower()
         if lowered == b"content-length":
-            try:
-                length = int(value)
-            except ValueError:
-                raise httpx.RemoteProtocolError("bad content-length", request=request) from None
+            # digits only (RFC 9112), and a repeated header must agree
+            if not value.isdigit() or (length is not None and length != int(value)):
+                raise httpx.RemoteProtocolError("bad content-length", request=request)
+            length = int(value)
         elif lowered == b"transfer-encoding":
             chunked = value.strip().lower().endswith(b"chunked")
         elif lowered == b"connection":
@@ -215,7 +215,7 @@ class _Connection:
         status, _reason, _version, headers = await self._final_head(None)
         length, chunked, keep_alive = _framing(headers, _version, None)
         if head_only or status in _NO_BODY_STATUS:
-            length = 0
+            length, chunked = 0, False  # ends at the head, whatever it announces
         if length is not None and not chunked:
             while len(self._buffer) < length:
                 await self._fill(None, "the whole response body")
@@ -241,7 +241,7 @@ class _Connection:
         length, chunked, keep_alive = _framing(headers, version, request)
         extensions: dict[str, Any] = {"http_version": version, "reason_phrase": reason}
         if request.method == "HEAD" or status in _NO_BODY_STATUS:
-            length = 0
+            length, chunked = 0, False  # ends at the head, whatever it announces
         if length is not None and not chunked:
             while len(self._buffer) < length:
                 await self._fill(request, "the whole response body")

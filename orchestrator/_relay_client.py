@@ -223,17 +223,17 @@ class RelayClient:
 
     async def heartbeat(self, orchestrator_id: str, heartbeat: Heartbeat) -> None:
         await self.request(
-            "POST", f"/api/orchestrators/{orchestrator_id}/heartbeat", unstructure(heartbeat)
+            "POST", f"/api/orchestrators/{_q(orchestrator_id)}/heartbeat", unstructure(heartbeat)
         )
 
     async def put_agent(self, orchestrator_id: str, agent_id: str, agent: dict[str, Any]) -> None:
-        await self.request("PUT", f"/api/orchestrators/{orchestrator_id}/agents/{agent_id}", agent)
+        await self.request("PUT", f"/api/orchestrators/{_q(orchestrator_id)}/agents/{_q(agent_id)}", agent)
 
     async def patch_command(self, command_id: str, body: dict[str, Any]) -> Any:
-        return await self.request("PATCH", f"/api/commands/{command_id}", body)
+        return await self.request("PATCH", f"/api/commands/{_q(command_id)}", body)
 
     async def get_command(self, command_id: str) -> Any:
-        return await self.request("GET", f"/api/commands/{command_id}")
+        return await self.request("GET", f"/api/commands/{_q(command_id)}")
 
     async def pending_commands(self, target: str) -> list[Any]:
         raw = await self.request(
@@ -296,13 +296,22 @@ _PLAIN_TARGET = re.compile(r"/[A-Za-z0-9\-._~!$&'()*+,;=:@/?%]*")
 
 
 def _dumps(body: Any) -> bytes:
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+    # The default arguments: json keeps one encoder for them (any other
+    # argument builds a new encoder at each call, twice the cost).
+    return json.dumps(body).encode()
 
 
 def _q(text: str) -> str:
+    """One path segment or query value, percent-encoded: an id holding ``/``,
+    ``?`` or ``#`` names that id, not another path."""
+    if _PLAIN_SEGMENT.fullmatch(text):
+        return text  # the usual id: nothing to encode
     from urllib.parse import quote
 
     return quote(text, safe="")
+
+
+_PLAIN_SEGMENT = re.compile(r"[A-Za-z0-9\-._~]*")
 
 
 def _error_detail(content: bytes) -> str:

@@ -1,13 +1,14 @@
 """A stand-in agent for the tests: a small program that behaves on request.
 
-    python fake_agent.py [--record PATH] [--term exit|ignore|default]
+    python fake_agent.py [--record PATH] [--term exit|linger|ignore|default]
                          [--print TEXT]... [--env NAME]... [--exit CODE]
 
 - writes ``started <pid>`` to the record (``--record`` or ``$FAKE_AGENT_RECORD``)
   once its signal handling is in place, then appends each stdin line to it;
 - ``--env NAME``: records ``env NAME=<value>`` (or ``env NAME unset``) at start;
 - ``--print TEXT``: prints TEXT on stdout at start;
-- ``--term exit``: on SIGTERM records ``term`` and exits 0; ``ignore``:
+- ``--term exit``: on SIGTERM records ``term`` and exits 0; ``linger``: the
+  same half a second later (a program that takes its time to quit); ``ignore``:
   records ``term`` and carries on; ``default``: dies of the signal;
 - ``--exit CODE``: exits with CODE right after starting (a crash);
 - a stdin line ``crash N`` prints ``crashing`` to stderr and exits N;
@@ -22,12 +23,13 @@ import argparse
 import os
 import signal
 import sys
+import time
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--record", default=os.environ.get("FAKE_AGENT_RECORD"))
-    parser.add_argument("--term", choices=("exit", "ignore", "default"), default="default")
+    parser.add_argument("--term", choices=("exit", "linger", "ignore", "default"), default="default")
     parser.add_argument("--print", action="append", default=[], dest="prints")
     parser.add_argument("--env", action="append", default=[])
     parser.add_argument("--exit", type=int, default=None)
@@ -41,7 +43,9 @@ def main() -> None:
 
     def on_term(signum: int, frame: object) -> None:
         note("term")
-        if args.term == "exit":
+        if args.term == "linger":
+            time.sleep(0.5)
+        if args.term in ("exit", "linger"):
             sys.exit(0)
 
     if args.term != "default":

@@ -118,7 +118,7 @@ async def test_stop_asks_politely_first(harness: Harness) -> None:
     fleet = await harness.start()
     record = harness.record()
     await fleet.execute(
-        "agent.spawn", harness.spawn("--term", "exit", record=record, agentId="ag_s"), "c1"
+        "agent.spawn", harness.spawn("--term", "linger", record=record, agentId="ag_s"), "c1"
     )
     pid = await record.started()
     mark = harness.reporter.mark()
@@ -132,6 +132,24 @@ async def test_stop_asks_politely_first(harness: Harness) -> None:
     assert not alive(pid)
     # Stopping again changes nothing and tells the same.
     assert await fleet.execute("agent.stop", {"agentId": "ag_s"}, "c3") == result
+
+
+async def test_an_agent_that_ends_at_once_on_sigterm_goes_straight_to_stopped(
+    harness: Harness,
+) -> None:
+    fleet = await harness.start()
+    ids = [f"ag_q{n}" for n in range(5)]
+    for agent_id in ids:
+        await fleet.execute("agent.spawn", harness.spawn(agentId=agent_id), f"c_{agent_id}")
+    mark = harness.reporter.mark()
+    for agent_id in ids:
+        result = await fleet.execute("agent.stop", {"agentId": agent_id}, f"s_{agent_id}")
+        assert result["signal"] == "SIGTERM"
+    said = [harness.reporter.statuses(agent_id, mark) for agent_id in ids]
+    assert all(statuses[-1] == "stopped" for statuses in said)
+    # Ending within STOPPING_UNSAID, it is never reported "stopping" (one
+    # report instead of two); a loaded machine may be slower for some.
+    assert ["stopped"] in said
 
 
 async def test_stop_of_a_default_agent_reports_sigterm(harness: Harness) -> None:
