@@ -1,6 +1,6 @@
 """Spawn N agents through the whole bus path, then crash some and time the reports.
 
-    python bench/spawn.py [--agents 100] [--crashes 20]
+    python bench/spawn.py [--agents 100] [--crashes 20] [--orchestrator-arg ARG]...
 
 The dev relay runs in this process, the orchestrator in its own (plain
 sessions, the ``command`` provider running ``sleep``). Prints, beside the
@@ -39,7 +39,7 @@ async def main(args: argparse.Namespace) -> None:
     async with trio.open_nursery() as nursery:
         relay = await nursery.start(lambda task_status: serve_dev_relay(
             token=TOKEN, task_status=task_status))
-        proc, work = start_orchestrator(relay.url, TOKEN, extra=os.environ.get("BENCH_EXTRA","").split() or None)
+        proc, work = start_orchestrator(relay.url, TOKEN, extra=args.orchestrator_arg or None)
         try:
             with trio.fail_after(30):
                 await relay.wait_for(lambda: (relay.orchestrator("orch-bench") or {})
@@ -72,10 +72,15 @@ async def main(args: argparse.Namespace) -> None:
                     await relay.wait_for(lambda aid=aid: any(
                         a["agentId"] == aid and a["status"] == "exited" for a in agents(relay)))
                 exits.append((time.perf_counter() - t) * 1000)
+            t_stop = time.perf_counter()
+            stop_cpu0, stop_relay0 = cpu_and_rss(proc.pid)[0], time.process_time()
             relay.create_command(TARGET, "orchestrator.shutdown", {})
             with trio.fail_after(60):
-                await relay.wait_for(lambda: all(a.get("status") != "running"
+                await relay.wait_for(lambda: all(a.get("status") in ("stopped", "exited")
                                                  for a in agents(relay)))
+            stop_s = time.perf_counter() - t_stop
+            stop_cpu = cpu_and_rss(proc.pid)[0] - stop_cpu0
+            stop_relay = time.process_time() - stop_relay0
         finally:
             proc.terminate()
             proc.wait(10)
@@ -87,12 +92,16 @@ async def main(args: argparse.Namespace) -> None:
     print(fmt_row("  dev relay (this process) CPU", f"{relay_cpu:.3f} s", "-"))
     print(fmt_row("orchestrator RSS per agent", f"{per_agent_mb:.3f} MB",
                   "≤ 0.3 MB (issue 3), ≤ 0.05 MB (TARGETS)"))
+    print(fmt_row("orchestrator.shutdown → all reported stopped", f"{stop_s:.3f} s",
+                  "≤ 0.1 s for 200 (TARGETS)"))
+    print(fmt_row("  orchestrator CPU in that time", f"{stop_cpu:.3f} s", "-"))
+    print(fmt_row("  dev relay (this process) CPU", f"{stop_relay:.3f} s", "-"))
     print(f"SIGKILL → exited report received by the relay, {len(exits)} agents:")
     print(fmt_row("p50", f"{percentile(exits, 50):.2f} ms", "≤ 2 ms (TARGETS)"))
     print(fmt_row("max", f"{max(exits):.2f} ms", "≤ 10 ms (TARGETS), ≤ 100 ms (issue 3)"))
     write_json("spawn", {"agents": args.agents, "spawn_seconds": spawn_s,
                          "orchestrator_cpu_seconds": orch_cpu, "relay_cpu_seconds": relay_cpu,
-                         "rss_per_agent_mb": per_agent_mb, "exit_report_ms": exits,
+                         "rss_per_agent_mb": per_agent_mb, "stop_all_seconds": stop_s, "exit_report_ms": exits,
                          "exit_p50_ms": percentile(exits, 50), "exit_max_ms": max(exits)})
 
 
@@ -100,4 +109,6 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--agents", type=int, default=100)
     ap.add_argument("--crashes", type=int, default=20)
+    ap.add_argument("--orchestrator-arg", action="append", default=[],
+                    help="an extra argument for `relay-orchestrator run` (repeatable), e.g. --verbose")
     trio.run(main, ap.parse_args())

@@ -59,7 +59,10 @@ class Outbox:
         # Items waiting, per order key, oldest first; an item may go once it
         # heads the queue of each of its keys.
         self._queues: dict[str, deque[OutboxItem]] = {}
-        self._ready: deque[OutboxItem] = deque()
+        # Items free to go: agent reports before settles (an agent's crash
+        # reaches the relay at once, even behind the settles of a burst).
+        self._ready_reports: deque[OutboxItem] = deque()
+        self._ready_settles: deque[OutboxItem] = deque()
         self._in_flight: set[int] = set()
         self._failing = False  # the last delivery failed: one at a time until one succeeds
         self.delivered_count = 0
@@ -86,7 +89,7 @@ class Outbox:
             heads = heads and not queue
             queue.append(item)
         if heads:
-            self._ready.append(item)
+            self._queue_ready(item)
         self._wake.set()
 
     def _finished(self, item: OutboxItem) -> None:
@@ -98,7 +101,7 @@ class Outbox:
             if not queue:
                 del self._queues[key]
             elif all(self._queues[k][0] is queue[0] for k in order_keys(queue[0])):
-                self._ready.append(queue[0])
+                self._queue_ready(queue[0])
 
     async def run(self, *, task_status: trio.TaskStatus[Outbox] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -113,12 +116,25 @@ class Outbox:
                 await self._wake.wait()
                 self._wake = trio.Event()
 
+    def _queue_ready(self, item: OutboxItem, *, first: bool = False) -> None:
+        ready = self._ready_reports if item.kind is OutboxKind.AGENT else self._ready_settles
+        if first:
+            ready.appendleft(item)
+        else:
+            ready.append(item)
+
+    def _next_ready(self) -> OutboxItem | None:
+        if self._ready_reports:
+            return self._ready_reports.popleft()
+        if self._ready_settles:
+            return self._ready_settles.popleft()
+        return None
+
     def _start_ready(self, nursery: trio.Nursery) -> None:
-        if self._ready:
+        if self._ready_reports or self._ready_settles:
             self._journal.make_durable()  # what leaves is durable: one commit for the batch
         limit = 1 if self._failing else MAX_IN_FLIGHT
-        while self._ready and len(self._in_flight) < limit:
-            item = self._ready.popleft()
+        while len(self._in_flight) < limit and (item := self._next_ready()) is not None:
             if not self._journal.pending(item):  # replaced by a newer report
                 self._finished(item)
                 continue
@@ -143,7 +159,7 @@ class Outbox:
             if ok:
                 self._finished(item)
             else:
-                self._ready.appendleft(item)  # its turn again, after the backoff
+                self._queue_ready(item, first=True)  # its turn again, after the backoff
             self._failing = not ok
             self._wake.set()
 

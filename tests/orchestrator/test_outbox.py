@@ -1,0 +1,75 @@
+"""The outbox: what goes to the relay first, and in which order, seen on the wire."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import trio
+
+from orchestrator._journal import Journal
+from orchestrator._outbox import MAX_IN_FLIGHT, Outbox
+
+from .test_http_transport import WAIT, Server, answer, relay_client, server  # noqa: F401
+
+
+async def test_an_agent_report_goes_ahead_of_settles_waiting_to_go(
+    server: Server,  # noqa: F811
+    tmp_path: Path,
+    nursery: trio.Nursery,
+) -> None:
+    settles = 3 * MAX_IN_FLIGHT
+    server.script(*[answer({}) for _ in range(settles + 1)])
+    journal = Journal.open(tmp_path)
+    try:
+        async with relay_client(server.base) as client:
+            outbox = Outbox(journal, client, "orch-1")
+            # A burst of outcomes, then an agent crashes: all journaled before
+            # the outbox gets to run.
+            for n in range(settles):
+                journal.record_intent(f"cmd_{n}", "agent.spawn", {"agentId": f"ag_{n}"})
+                journal.record_outcome(f"cmd_{n}", {"status": "succeeded", "result": {}},
+                                       order=(f"lane:agentId=ag_{n}",))
+            journal.enqueue_report("ag_x", {"agentId": "ag_x", "status": "exited"})
+            await nursery.start(outbox.run)
+            await server.wait_until(lambda: len(server.requests) == settles + 1)
+            with trio.fail_after(WAIT):
+                assert await outbox.flush(WAIT)
+    finally:
+        journal.close()
+    lines = [seen.line.decode() for seen in server.requests]
+    report = lines.index("PUT /api/orchestrators/orch-1/agents/ag_x HTTP/1.1")
+    # In the first batch sent side by side (their order on the wire is the
+    # connections'), not behind the 48 settles journaled before it.
+    assert report < MAX_IN_FLIGHT
+    assert sorted(lines[:report] + lines[report + 1 :]) == sorted(
+        f"PATCH /api/commands/cmd_{n} HTTP/1.1" for n in range(settles)
+    )
+
+
+async def test_reports_of_one_agent_keep_their_order_behind_its_settle(
+    server: Server,  # noqa: F811
+    tmp_path: Path,
+    nursery: trio.Nursery,
+) -> None:
+    server.script(*[answer({}) for _ in range(2)])
+    journal = Journal.open(tmp_path)
+    try:
+        async with relay_client(server.base) as client:
+            outbox = Outbox(journal, client, "orch-1")
+            journal.record_intent("cmd_1", "agent.stop", {"agentId": "ag_1"})
+            journal.record_outcome("cmd_1", {"status": "succeeded", "result": {}},
+                                   order=("lane:agentId=ag_1", "agent:ag_1"))
+            journal.enqueue_report("ag_1", {"agentId": "ag_1", "status": "running"})
+            await nursery.start(outbox.run)
+            await server.wait_until(lambda: len(server.requests) == 2)
+            with trio.fail_after(WAIT):
+                assert await outbox.flush(WAIT)
+    finally:
+        journal.close()
+    # The report came after the settle that names the same agent: it waits its turn.
+    assert [seen.line for seen in server.requests] == [
+        b"PATCH /api/commands/cmd_1 HTTP/1.1",
+        b"PUT /api/orchestrators/orch-1/agents/ag_1 HTTP/1.1",
+    ]
+    assert json.loads(server.requests[1].body)["status"] == "running"
