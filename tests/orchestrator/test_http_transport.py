@@ -42,6 +42,7 @@ class Reply:
     pieces: tuple[bytes, ...] = ()
     close: bool = False
     hang: bool = False
+    gate: trio.Event | None = None  # answer only once this is set
 
 
 def send(*pieces: bytes, close: bool = False) -> Reply:
@@ -172,6 +173,8 @@ class Server:
                 reply = self.replies.pop(0)
                 if reply.hang:
                     await trio.sleep_forever()
+                if reply.gate is not None:
+                    await reply.gate.wait()
                 for piece in reply.pieces:
                     await stream.send_all(piece)
                 if reply.close:
