@@ -17,6 +17,7 @@ relay fails, one item at a time is tried, with backoff.
 from __future__ import annotations
 
 import logging
+import math
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -31,6 +32,7 @@ from ._relay_client import RelayClient
 log = logging.getLogger("relay_orchestrator.outbox")
 
 MAX_IN_FLIGHT = 16
+IDLE_FLUSH = 1.0  # seconds of quiet before the lazy marks are committed
 
 
 def order_keys(item: OutboxItem) -> tuple[str, ...]:
@@ -108,12 +110,18 @@ class Outbox:
             task_status.started(self)
             while True:
                 self._start_ready(nursery)
-                if not self._in_flight and not self._journal.outbox_size():
-                    self._journal.flush()  # the lazy "delivered" marks
+                idle = not self._in_flight and not self._journal.outbox_size()
+                if idle:
                     self._idle.set()
                 elif self._idle.is_set():
                     self._idle = trio.Event()
-                await self._wake.wait()
+                with trio.move_on_after(IDLE_FLUSH if idle else math.inf) as quiet:
+                    await self._wake.wait()
+                if quiet.cancelled_caught:
+                    # Quiet for a while: the lazy "delivered" marks go to disk
+                    # (not after every command: one commit fewer each).
+                    self._journal.flush()
+                    await self._wake.wait()
                 self._wake = trio.Event()
 
     def _queue_ready(self, item: OutboxItem, *, first: bool = False) -> None:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 
+import pytest
 import trio
+import trio.testing
 
-from orchestrator._journal import Journal
-from orchestrator._outbox import MAX_IN_FLIGHT, Outbox
+from orchestrator._journal import CommandState, Journal
+from orchestrator._outbox import IDLE_FLUSH, MAX_IN_FLIGHT, Outbox
 
 from .test_http_transport import WAIT, Reply, Server, answer, relay_client, server  # noqa: F401
 
@@ -77,3 +80,43 @@ async def test_reports_of_one_agent_keep_their_order_behind_its_settle(
         b"PUT /api/orchestrators/orch-1/agents/ag_1 HTTP/1.1",
     ]
     assert json.loads(server.requests[1].body)["status"] == "running"
+
+
+@pytest.fixture
+def slow_autojump() -> trio.testing.MockClock:
+    # Jumps only once every task has waited 50 ms of real time: loopback
+    # requests finish long before, so only the outbox's quiet wait is skipped.
+    return trio.testing.MockClock(autojump_threshold=0.05)
+
+
+async def test_delivered_marks_are_committed_once_the_outbox_is_quiet(
+    server: Server,  # noqa: F811
+    tmp_path: Path,
+    nursery: trio.Nursery,
+    slow_autojump: trio.testing.MockClock,
+) -> None:
+    server.script(answer({}))
+    journal = Journal.open(tmp_path)
+    try:
+        async with relay_client(server.base) as client:
+            outbox = Outbox(journal, client, "orch-1")
+            journal.record_intent("cmd_1", "agent.stop", {"agentId": "ag_1"})
+            journal.record_outcome("cmd_1", {"status": "succeeded", "result": {}})
+            await nursery.start(outbox.run)
+            with trio.fail_after(WAIT):
+                assert await outbox.flush(WAIT)
+            # Delivered, but the mark waits: no commit for it alone.
+            assert state_on_disk(journal.path, "cmd_1") == CommandState.DONE.value
+            await trio.sleep(IDLE_FLUSH * 2)
+            assert state_on_disk(journal.path, "cmd_1") == CommandState.SETTLED.value
+    finally:
+        journal.close()
+
+
+def state_on_disk(path: Path, command_id: str) -> str:
+    other = sqlite3.connect(path)
+    try:
+        [(state,)] = other.execute("SELECT state FROM commands WHERE id=?", (command_id,))
+        return str(state)
+    finally:
+        other.close()
