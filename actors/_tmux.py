@@ -93,6 +93,10 @@ def launch_file(
     return path, [sys.executable, "-I", "-S", str(_EXEC_ENV), str(path)]
 
 
+# True once tmux has the pane's exit status or signal (a pane may be marked
+# dead when its terminal closes, before tmux has reaped the process).
+DEAD_STATUS_KNOWN = "#{!=:#{pane_dead_status}#{pane_dead_signal},}"
+
 class TmuxServer:
     """The fleet's tmux server: started once, through the launcher."""
 
@@ -240,9 +244,12 @@ class TmuxSession:
             raise CommandRejected(f"could not type into tmux session {self._name}: {exc}") from None
 
     async def _remains(self) -> tuple[ExitStatus, str] | None:
-        """The dead pane's exit status and last lines (None: no such pane).
+        """The dead pane's exit status and last lines (None: no such pane),
+        and the session gone with it.
 
-        One tmux call reads both, once tmux has taken note of the exit.
+        One tmux call reads both and, once tmux knows the exit status (not
+        merely that the pane is dead), ends the session (``if-shell -F`` runs
+        no shell: tmux tests the format).
         """
         attempt = 0
         with trio.move_on_after(DEAD_STATUS_TIMEOUT):
@@ -252,6 +259,8 @@ class TmuxSession:
                         "display-message", "-p", "-t", self._target,
                         "#{pane_dead}|#{pane_dead_status}|#{pane_dead_signal}",
                         ";", "capture-pane", "-p", "-J", "-t", self._target, "-S", "-200",
+                        ";", "if-shell", "-F", "-t", self._target, DEAD_STATUS_KNOWN,
+                        f"kill-session -t ={self._name}",
                     )  # fmt: skip
                 except TmuxError:
                     return None
@@ -282,7 +291,9 @@ class TmuxSession:
             dead, output = remains
             if status.exit_code is None and status.signal is None:
                 status = dead
-            await self._server.command("kill-session", "-t", f"={self._name}", check=False)
+            if not (dead.exit_code is not None or dead.signal is not None):
+                # tmux never took note of the exit: end the session all the same
+                await self._server.command("kill-session", "-t", f"={self._name}", check=False)
         return status, output or tail(self._log)
 
     def close(self) -> None:

@@ -87,6 +87,9 @@ async def test_exit_code_and_signal_come_from_tmux(harness: Harness) -> None:
     os.kill(result["pid"], 9)
     report = await harness.reporter.wait_for("ag_k", "exited")
     assert report["exit"] == {**report["exit"], "exitCode": None, "signal": "SIGKILL"}
+    # Their sessions are gone once their ends were read.
+    sessions = await tmux(harness, "list-sessions", "-F", "#{session_name}")
+    assert "relay-ag_5" not in sessions and "relay-ag_k" not in sessions
 
 
 async def test_sigterm_ignoring_agent_in_tmux_is_killed(harness: Harness) -> None:
