@@ -178,8 +178,9 @@ class AgentActor:
 
     # -- records and reports -------------------------------------------------
 
-    def _commit(self) -> None:
-        """Store and report the agent's state (after every change)."""
+    def _commit(self, *, durable: bool = False) -> None:
+        """Store and report the agent's state (after every change); ``durable``:
+        the record is on disk before this returns (else before the report leaves)."""
         assert self.state is not None and self.params is not None
         wire = self.state.to_wire()
         record = {
@@ -191,7 +192,7 @@ class AgentActor:
             "bootId": self._ctx.boot_id,
         }
         try:
-            self._ctx.store.save_agent(self.agent_id, record)
+            self._ctx.store.save_agent(self.agent_id, record, durable=durable)
         except Exception:
             log.exception("could not store agent %s", self.agent_id)
         self._ctx.reporter.agent_changed(wire)
@@ -299,7 +300,7 @@ class AgentActor:
         )
         if resumed is not None:
             self.state.meta["resumedFrom"] = resumed
-            self._commit()  # stored before the process starts: never resumed twice
+            self._commit(durable=True)  # on disk before the process starts: never resumed twice
         cwd = launch.cwd
         try:
             if launch.repo is not None:

@@ -29,7 +29,9 @@ RECORD_VERSION = 1
 class AgentStore(Protocol):
     def load_agents(self) -> list[dict[str, Any]]: ...
 
-    def save_agent(self, agent_id: str, record: dict[str, Any]) -> None: ...
+    def save_agent(self, agent_id: str, record: dict[str, Any], *, durable: bool = False) -> None:
+        """Store the record: on disk when this returns if ``durable``, else
+        at the latest before the agent's report that follows it leaves."""
 
     def delete_agent(self, agent_id: str) -> None: ...
 
@@ -51,7 +53,7 @@ class MemoryStore:
     def load_agents(self) -> list[dict[str, Any]]:
         return [json.loads(record) for record in self._records.values()]
 
-    def save_agent(self, agent_id: str, record: dict[str, Any]) -> None:
+    def save_agent(self, agent_id: str, record: dict[str, Any], *, durable: bool = False) -> None:
         self._records[agent_id] = json.dumps(record)
 
     def delete_agent(self, agent_id: str) -> None:

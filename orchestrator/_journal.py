@@ -343,15 +343,17 @@ class Journal:
         rows = self._db.execute("SELECT record FROM agents ORDER BY rowid").fetchall()
         return [json.loads(r[0]) for r in rows]
 
-    def save_agent(self, agent_id: str, record: dict[str, Any]) -> None:
-        """Lazy: committed with the agent's report, which always follows it
-        (``enqueue_report``), before that report leaves."""
+    def save_agent(self, agent_id: str, record: dict[str, Any], *, durable: bool = False) -> None:
+        """Lazy unless ``durable``: committed with the agent's report, which
+        always follows it (``enqueue_report``), before that report leaves."""
         self._begin_needed()
         self._db.execute(
             "INSERT INTO agents(agent_id, record) VALUES(?, ?) "
             "ON CONFLICT(agent_id) DO UPDATE SET record=excluded.record",
             (agent_id, json.dumps(record)),
         )
+        if durable:
+            self.flush()
 
     def delete_agent(self, agent_id: str) -> None:
         self.flush()

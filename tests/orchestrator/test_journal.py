@@ -105,3 +105,13 @@ def test_a_reopened_journal_has_what_was_committed(tmp_path: Path) -> None:
         assert command is not None and command.state is CommandState.DONE
     finally:
         second.close()
+
+
+def test_a_durable_agent_record_is_on_disk_at_once(journal: Journal) -> None:
+    journal.save_agent("ag_1", {"version": 1, "agent": {"agentId": "ag_1"}})
+    assert committed(journal.path, "SELECT agent_id FROM agents") == []  # waits for its report
+    journal.save_agent("ag_2", {"version": 1, "agent": {"agentId": "ag_2"}}, durable=True)
+    assert committed(journal.path, "SELECT agent_id FROM agents ORDER BY agent_id") == [
+        ("ag_1",),
+        ("ag_2",),
+    ]
