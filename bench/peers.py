@@ -249,10 +249,21 @@ async def orchestrator_trial(n: int, idle: float, session: str) -> dict[str, Any
                         pass
             proc.terminate()
             proc.wait(10)
+            if session == "tmux":  # the orchestrator leaves its tmux server up, by design
+                subprocess.run(["tmux", "-L", _tmux_socket(work / "state"), "kill-server"],
+                               capture_output=True, check=False)
             nursery.cancel_scope.cancel()
     shutil.rmtree(work, ignore_errors=True)
     return {"start": whole, "local": local, "crash": crash, "restart": restart, "rss": rss,
             "idle_cpu": idle_cpu, "stop_all": stop_all, "daemon": "relay-orchestrator"}
+
+
+def _tmux_socket(state_dir: Path) -> str:
+    from types import SimpleNamespace
+
+    from orchestrator._app import tmux_socket
+
+    return tmux_socket(SimpleNamespace(state_dir=state_dir))  # type: ignore[arg-type]
 
 
 def _log_lines(work: Path) -> list[dict[str, Any]]:

@@ -212,19 +212,22 @@ class _Connection:
 
     async def read_whole(self, head_only: bool) -> tuple[int, bytes, bool]:
         """The next response, body and all: ``(status, body, keep_alive)``."""
-        status, _reason, _version, headers = await self._final_head(None)
-        length, chunked, keep_alive = _framing(headers, _version, None)
+        status, _reason, version, headers = await self._final_head(None)
+        length, chunked, keep_alive = _framing(headers, version, None)
         if head_only or status in _NO_BODY_STATUS:
             length, chunked = 0, False  # ends at the head, whatever it announces
         if length is not None and not chunked:
-            while len(self._buffer) < length:
-                await self._fill(None, "the whole response body")
-            body = bytes(self._buffer[:length])
-            del self._buffer[:length]
-            return status, body, keep_alive
+            return status, await self._read_sized(None, length), keep_alive
         parts = self._chunked(None) if chunked else self._until_closed(None)
         body = b"".join([part async for part in parts])
         return status, body, keep_alive and chunked
+
+    async def _read_sized(self, request: httpx.Request | None, length: int) -> bytes:
+        while len(self._buffer) < length:
+            await self._fill(request, "the whole response body")
+        body = bytes(self._buffer[:length])
+        del self._buffer[:length]
+        return body
 
     async def _final_head(
         self, request: httpx.Request | None
@@ -243,10 +246,7 @@ class _Connection:
         if request.method == "HEAD" or status in _NO_BODY_STATUS:
             length, chunked = 0, False  # ends at the head, whatever it announces
         if length is not None and not chunked:
-            while len(self._buffer) < length:
-                await self._fill(request, "the whole response body")
-            body = bytes(self._buffer[:length])
-            del self._buffer[:length]
+            body = await self._read_sized(request, length)
             transport._done_with(self, keep_alive)
             return httpx.Response(status, headers=headers, content=body, extensions=extensions)
         stream = _ResponseStream(
