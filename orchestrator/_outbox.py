@@ -32,6 +32,7 @@ from ._relay_client import RelayClient
 log = logging.getLogger("relay_orchestrator.outbox")
 
 MAX_IN_FLIGHT = 16
+REPORT_SLOTS = 4  # more, for agent reports only
 IDLE_FLUSH = 1.0  # seconds of quiet before the lazy marks are committed
 
 
@@ -131,10 +132,10 @@ class Outbox:
         else:
             ready.append(item)
 
-    def _next_ready(self) -> OutboxItem | None:
-        if self._ready_reports:
+    def _next_ready(self, limit: int, report_limit: int) -> OutboxItem | None:
+        if self._ready_reports and len(self._in_flight) < report_limit:
             return self._ready_reports.popleft()
-        if self._ready_settles:
+        if self._ready_settles and len(self._in_flight) < limit:
             return self._ready_settles.popleft()
         return None
 
@@ -142,7 +143,9 @@ class Outbox:
         if self._ready_reports or self._ready_settles:
             self._journal.make_durable()  # what leaves is durable: one commit for the batch
         limit = 1 if self._failing else MAX_IN_FLIGHT
-        while len(self._in_flight) < limit and (item := self._next_ready()) is not None:
+        # Reports have slots of their own: settles in flight never hold one back.
+        report_limit = 1 if self._failing else MAX_IN_FLIGHT + REPORT_SLOTS
+        while (item := self._next_ready(limit, report_limit)) is not None:
             if not self._journal.pending(item):  # replaced by a newer report
                 self._finished(item)
                 continue

@@ -120,3 +120,35 @@ def state_on_disk(path: Path, command_id: str) -> str:
         return str(state)
     finally:
         other.close()
+
+
+async def test_a_report_goes_out_while_settles_fill_every_slot(
+    server: Server,  # noqa: F811
+    tmp_path: Path,
+    nursery: trio.Nursery,
+) -> None:
+    settles = MAX_IN_FLIGHT + 4
+    gate = trio.Event()  # the settles in flight get no answer until the report is in
+    server.script(*[Reply(pieces=(answer({}),), gate=gate) for _ in range(MAX_IN_FLIGHT)],
+                  answer({}), *[answer({}) for _ in range(settles - MAX_IN_FLIGHT)])
+    journal = Journal.open(tmp_path)
+    try:
+        async with relay_client(server.base) as client:
+            outbox = Outbox(journal, client, "orch-1")
+            for n in range(settles):
+                journal.record_intent(f"cmd_{n}", "agent.spawn", {"agentId": f"ag_{n}"})
+                journal.record_outcome(f"cmd_{n}", {"status": "succeeded", "result": {}},
+                                       order=(f"lane:agentId=ag_{n}",))
+            await nursery.start(outbox.run)
+            await server.wait_until(lambda: len(server.requests) == MAX_IN_FLIGHT)
+            journal.enqueue_report("ag_x", {"agentId": "ag_x", "status": "exited"})
+            await server.wait_until(lambda: len(server.requests) == MAX_IN_FLIGHT + 1)
+            assert server.requests[-1].line == (
+                b"PUT /api/orchestrators/orch-1/agents/ag_x HTTP/1.1"
+            )
+            gate.set()
+            with trio.fail_after(WAIT):
+                assert await outbox.flush(WAIT)
+    finally:
+        journal.close()
+    assert len(server.requests) == settles + 1
