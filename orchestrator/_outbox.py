@@ -62,10 +62,12 @@ class Outbox:
         # Items waiting, per order key, oldest first; an item may go once it
         # heads the queue of each of its keys.
         self._queues: dict[str, deque[OutboxItem]] = {}
-        # Items free to go: agent reports before settles (an agent's crash
-        # reaches the relay at once, even behind the settles of a burst).
+        # Items free to go, reports and settles taken in turn; reports have
+        # slots of their own (an agent's crash reaches the relay at once,
+        # even while the settles of a burst fill the others).
         self._ready_reports: deque[OutboxItem] = deque()
         self._ready_settles: deque[OutboxItem] = deque()
+        self._report_turn = True
         self._in_flight: set[int] = set()
         self._failing = False  # the last delivery failed: one at a time until one succeeds
         self.delivered_count = 0
@@ -133,9 +135,15 @@ class Outbox:
             ready.append(item)
 
     def _next_ready(self, limit: int, report_limit: int) -> OutboxItem | None:
-        if self._ready_reports and len(self._in_flight) < report_limit:
+        """Reports and settles in turn: neither starves the other (a report
+        waits for the settle of its agent's earlier command)."""
+        report = bool(self._ready_reports) and len(self._in_flight) < report_limit
+        settle = bool(self._ready_settles) and len(self._in_flight) < limit
+        if report and (not settle or self._report_turn):
+            self._report_turn = False
             return self._ready_reports.popleft()
-        if self._ready_settles and len(self._in_flight) < limit:
+        if settle:
+            self._report_turn = True
             return self._ready_settles.popleft()
         return None
 

@@ -12,8 +12,10 @@ import os
 import shutil
 import signal
 import sys
+import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from actors._process import Liveness, ProcessIdentity, identify, liveness, start_time
@@ -31,6 +33,15 @@ def _launch(tmp_path: Path) -> tuple[int, list[str]]:
     identity = identify(launched.pid, argv, started_boottime=launched.started_boottime)
     assert identity is not None
     return launched.pid, argv
+
+
+def _exec_done(pid: int, argv: list[str]) -> None:
+    """Until the child's execve has set up its new command line (Popen returns
+    a little before that; a busy machine shows it): bounded, polled from /proc."""
+    deadline = time.monotonic() + 5
+    while psutil.Process(pid).cmdline() != argv:
+        assert time.monotonic() < deadline, "the child never finished its execve"
+        time.sleep(0.001)
 
 
 def _end(pid: int) -> None:
@@ -51,6 +62,7 @@ def test_the_start_time_the_launcher_records_is_the_one_proc_tells(tmp_path: Pat
             assert recorded is not None
             from_proc = start_time(launched.pid)
             assert abs(recorded.create_time - from_proc) <= 0.0105  # at most one tick apart
+            _exec_done(launched.pid, argv)
             assert liveness(recorded) is Liveness.ALIVE
             agreed += launched.started_boottime is not None
         finally:
@@ -63,6 +75,7 @@ def test_a_recorded_start_time_off_by_more_than_a_tick_is_another_process(
 ) -> None:
     pid, argv = _launch(tmp_path)
     try:
+        _exec_done(pid, argv)
         truth = start_time(pid)
         assert liveness(ProcessIdentity(pid=pid, create_time=truth, cmdline=tuple(argv))) is (
             Liveness.ALIVE
