@@ -42,13 +42,14 @@ write), so the delivery loop never queries the table.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import itertools
 import json
 import os
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -230,9 +231,7 @@ class Journal:
         ``order``: keys the settle shares with items it must not overtake
         (``Outbox``); kept in memory only."""
         text = json.dumps(body)
-        self._begin_needed()
-        self._db.execute("SAVEPOINT one_write")
-        try:
+        with self._one_write():
             self._db.execute(
                 "UPDATE commands SET state=?, outcome=?, updated_at=? WHERE id=?",
                 (CommandState.DONE.value, text, _now_ms(), command_id),
@@ -241,10 +240,6 @@ class Journal:
                 "INSERT INTO outbox(kind, key, body) VALUES(?, ?, ?)",
                 (OutboxKind.SETTLE.value, command_id, text),
             ).lastrowid
-        except BaseException:
-            self._rollback()
-            raise
-        self._db.execute("RELEASE one_write")
         assert seq is not None
         item = OutboxItem(seq=seq, kind=OutboxKind.SETTLE, key=command_id, body=body, order=order)
         self._added(item)
@@ -259,9 +254,19 @@ class Journal:
         for callback in self._on_outbox:
             callback(item)
 
-    def _rollback(self) -> None:
-        """Undo the write that failed, and only it: the lazy writes before it stay."""
-        self._db.execute("ROLLBACK TO one_write")
+    @contextlib.contextmanager
+    def _one_write(self) -> Iterator[None]:
+        """A write of several statements that must be durable before it leaves:
+        in a savepoint, so a failure undoes it and only it (the lazy writes
+        before it stay)."""
+        self._begin_needed()
+        self._db.execute("SAVEPOINT one_write")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK TO one_write")
+            self._db.execute("RELEASE one_write")
+            raise
         self._db.execute("RELEASE one_write")
 
     def unfinished(self) -> list[JournalCommand]:
@@ -279,20 +284,14 @@ class Journal:
     # -- outbox -------------------------------------------------------------
     def enqueue_report(self, agent_id: str, body: dict[str, Any]) -> OutboxItem:
         """The agent's newest report replaces the one not yet delivered."""
-        self._begin_needed()
-        self._db.execute("SAVEPOINT one_write")
-        try:
-            old = self._reports.get(agent_id)
+        old = self._reports.get(agent_id)
+        with self._one_write():
             if old is not None:
                 self._db.execute("DELETE FROM outbox WHERE seq=?", (old,))
             seq = self._db.execute(
                 "INSERT INTO outbox(kind, key, body) VALUES(?, ?, ?)",
                 (OutboxKind.AGENT.value, agent_id, json.dumps(body)),
             ).lastrowid
-        except BaseException:
-            self._rollback()
-            raise
-        self._db.execute("RELEASE one_write")
         assert seq is not None
         if old is not None:
             self._outbox.pop(old, None)
