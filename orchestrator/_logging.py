@@ -45,6 +45,14 @@ class TextFormatter(logging.Formatter):
 
 
 def setup_logging(fmt: str, *, verbose: bool = False) -> None:
+    # Our lines carry no caller, thread or process fields: spare every record
+    # the stack walk and lookups that fill them in (the logging module's own
+    # "optimization" switches). The stack walk alone was 0.13 ms an agent
+    # start under trio's deep stacks.
+    logging._srcfile = None  # type: ignore[attr-defined]
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger("relay_orchestrator")
