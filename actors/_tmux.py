@@ -97,6 +97,82 @@ def launch_file(
 # dead when its terminal closes, before tmux has reaped the process).
 DEAD_STATUS_KNOWN = "#{!=:#{pane_dead_status}#{pane_dead_signal},}"
 
+
+class _Call:
+    """One ``TmuxServer.command`` waiting for its turn in a shared client."""
+
+    __slots__ = ("args", "error", "finished", "output", "wake")
+
+    def __init__(self, args: Sequence[str]) -> None:
+        self.args = tuple(args)
+        self.output = ""
+        self.error: str | None = None
+        self.finished = False
+        self.wake = trio.Event()
+
+    @property
+    def size(self) -> int:
+        return sum(len(arg.encode()) + 1 for arg in self.args) + 48  # + its marker
+
+    def finish(self, output: str, error: str | None) -> None:
+        self.output, self.error, self.finished = output, error, True
+        self.wake.set()
+
+
+class _Batch:
+    """Calls queue up; whoever finds no client running runs the next one with
+    every queued call that fits (tmux refuses a command list over 16 KiB),
+    until its own call is done, then hands the running on."""
+
+    MAX_BYTES = 12_000
+    MAX_CALLS = 48
+
+    def __init__(self) -> None:
+        self._queue: list[_Call] = []
+        self._running = False
+
+    async def run(self, call: _Call, run_batch: Any) -> None:
+        self._queue.append(call)
+        try:
+            await self._until_finished(call, run_batch)
+        except BaseException:
+            if call in self._queue:  # never sent: nobody may send it later
+                self._queue.remove(call)
+            if not self._running and self._queue:
+                self._queue[0].wake.set()  # it may have been handed the running
+            raise
+
+    async def _until_finished(self, call: _Call, run_batch: Any) -> None:
+        while not call.finished:
+            if self._running:
+                await call.wake.wait()
+                call.wake = trio.Event()
+                continue
+            self._running = True
+            try:
+                while not call.finished:
+                    batch = self._take()
+                    try:
+                        await run_batch(batch)
+                    finally:
+                        # calls the client never reached go first next time
+                        self._queue[:0] = [c for c in batch if not c.finished]
+            finally:
+                self._running = False
+                if self._queue:
+                    self._queue[0].wake.set()  # the next in line runs the client
+
+    def _take(self) -> list[_Call]:
+        batch = [self._queue.pop(0)]
+        size = batch[0].size
+        while self._queue and len(batch) < self.MAX_CALLS:
+            if size + self._queue[0].size > self.MAX_BYTES:
+                break
+            size += self._queue[0].size
+            batch.append(self._queue.pop(0))
+        return batch
+
+
 class TmuxServer:
     """The fleet's tmux server: started once, through the launcher."""
 
@@ -109,9 +185,28 @@ class TmuxServer:
         self._state_dir = state_dir
         self._lock = trio.Lock()
         self._watch: ProcessWatch | None = None
+        self._batch = _Batch()
 
     async def command(self, *args: str, stdin: bytes = b"", check: bool = True) -> str:
-        result = await trio.run_process(
+        """Run one tmux command list; its standard output.
+
+        Calls made while another is under way share the next tmux client
+        (``_Batch``): a client process costs more than the commands it
+        carries. A call that feeds standard input runs alone.
+        """
+        if stdin:
+            result = await self._client(args, stdin)
+            if check and result.returncode != 0:
+                raise TmuxError(result.stderr.decode(errors="replace").strip() or "tmux failed")
+            return result.stdout.decode(errors="replace")
+        call = _Call(args)
+        await self._batch.run(call, self._run_batch)
+        if check and call.error is not None:
+            raise TmuxError(call.error)
+        return call.output
+
+    async def _client(self, args: Sequence[str], stdin: bytes = b"") -> Any:
+        return await trio.run_process(
             ["tmux", "-N", "-L", self.socket, *args],
             stdin=stdin,
             capture_stdout=True,
@@ -119,9 +214,33 @@ class TmuxServer:
             check=False,
             env=self._env,
         )
-        if check and result.returncode != 0:
-            raise TmuxError(result.stderr.decode(errors="replace").strip() or "tmux failed")
-        return result.stdout.decode(errors="replace")
+
+    async def _run_batch(self, calls: list[_Call]) -> None:
+        """One client for ``calls``, in order; each followed by a marker line.
+
+        tmux stops at the first command that fails: the calls before it are
+        done (their markers came back), that one failed with the client's
+        error, and those after it never ran (``_Batch`` runs them again).
+        """
+        token = f"relay-batch-{os.urandom(6).hex()}"
+        argv: list[str] = []
+        for i, call in enumerate(calls):
+            if i:
+                argv.append(";")
+            argv += [*call.args, ";", "display-message", "-p", f"{token}:{i}"]
+        result = await self._client(argv)
+        lines: list[str] = []
+        done = 0
+        for line in result.stdout.decode(errors="replace").splitlines():
+            if done < len(calls) and line == f"{token}:{done}":
+                calls[done].finish("".join(f"{text}\n" for text in lines), None)
+                done += 1
+                lines = []
+            else:
+                lines.append(line)
+        if done < len(calls):
+            error = result.stderr.decode(errors="replace").strip() or "tmux failed"
+            calls[done].finish("".join(f"{text}\n" for text in lines), error)
 
     async def server_pid(self) -> int | None:
         try:

@@ -12,7 +12,9 @@ machine in one run, the tools interleaved and repeated:
   beside it its local part (the relay receiving the first claim → the
   orchestrator's log line for the last agent started);
 - crash: a SIGKILL of one process → the tool reports it (for us: the
-  ``exited`` report received by the relay);
+  ``exited`` report received by the relay), once the start is over (for us:
+  every spawn command settled); for us also one right after the burst,
+  while the spawn commands still settle;
 - restart: asking for one process to be restarted → it runs again (for us:
   an ``agent.restart`` created at the relay → the new agent's ``running``
   report received);
@@ -214,6 +216,16 @@ async def orchestrator_trial(n: int, idle: float, session: str) -> dict[str, Any
                       f"{time.process_time() - cpu_r:.3f}s",
                       file=sys.stderr)
             pids = {a: int(agent["pid"]) for a, agent in relay_agents(relay).items()}
+            # crash right after the burst: the orchestrator still settles the N
+            # spawn commands (the peers have nothing left to do at this point)
+            t0 = time.perf_counter()
+            os.kill(pids[ids[2]], signal.SIGKILL)
+            with trio.fail_after(30):
+                await relay.wait_for(lambda: relay_agents(relay)[ids[2]]["status"] == "exited")
+            crash_busy = time.perf_counter() - t0
+            with trio.fail_after(60):  # every spawn command settled: idle, as the peers are
+                await relay.wait_for(lambda: all(
+                    relay.get_command(c)["status"] in ("succeeded", "failed") for c in created))
             # crash: SIGKILL one agent → its `exited` report at the relay
             t0 = time.perf_counter()
             os.kill(pids[ids[0]], signal.SIGKILL)
@@ -235,7 +247,7 @@ async def orchestrator_trial(n: int, idle: float, session: str) -> dict[str, Any
             # stop all: orchestrator.shutdown → every agent reported stopped
             t0 = time.perf_counter()
             relay.create_command(target, "orchestrator.shutdown", {})
-            live = [a for a in ids if a != ids[0]]
+            live = [a for a in ids if a not in (ids[0], ids[2])]
             with trio.fail_after(60):
                 await relay.wait_for(lambda: all(relay_agents(relay)[a]["status"] == "stopped"
                                                  for a in live))
@@ -254,7 +266,8 @@ async def orchestrator_trial(n: int, idle: float, session: str) -> dict[str, Any
                                capture_output=True, check=False)
             nursery.cancel_scope.cancel()
     shutil.rmtree(work, ignore_errors=True)
-    return {"start": whole, "local": local, "crash": crash, "restart": restart, "rss": rss,
+    return {"start": whole, "local": local, "crash": crash, "crash_busy": crash_busy,
+            "restart": restart, "rss": rss,
             "idle_cpu": idle_cpu, "stop_all": stop_all, "daemon": "relay-orchestrator"}
 
 
@@ -319,7 +332,8 @@ def summarize(runs: dict[str, dict[int, list[dict[str, Any]]]], ns: list[int]) -
                    "restart": med([t.get("restart") for t in trials]),
                    "rss": med([t.get("rss") for t in trials]),
                    "idle_cpu": med([t.get("idle_cpu") for t in trials]),
-                   "stop_all": med([t.get("stop_all") for t in trials])}
+                   "stop_all": med([t.get("stop_all") for t in trials]),
+                   "crash_busy": med([t.get("crash_busy") for t in trials])}
             rows.append(row)
             if tool == "orchestrator":
                 rows.append({"tool": "orchestrator-local", "n": n, "runs": len(trials),
@@ -342,6 +356,12 @@ def markdown(rows: list[dict[str, Any]]) -> str:
             _fmt(r.get("crash"), 1000, "ms", 1), _fmt(r.get("restart"), 1000, "ms", 1),
             _fmt(r.get("rss"), 1e-6, "MB", 1), _fmt(r.get("idle_cpu"), 1, "%", 3),
         ]) + " |")
+    busy = [r for r in rows if r.get("crash_busy") is not None]
+    if busy:
+        out.append("")
+        out += [f"relay-orchestrator{' (tmux)' if 'tmux' in r['tool'] else ''}, N = {r['n']}: "
+                f"crash noticed right after the burst, while the N spawn commands still settle: "
+                f"{_fmt(r['crash_busy'], 1000, 'ms', 1)}" for r in busy]
     stops = [r for r in rows if r.get("stop_all") is not None]
     if stops:
         out.append("")
