@@ -31,6 +31,7 @@ import supervisors
 from ._dispatcher import Dispatcher, Handler, Rejected
 from ._errors import RelayError, RelayNotFound
 from ._feed import CommandFeed
+from ._http_transport import PlainHTTPTransport
 from ._journal import CommandState, Journal
 from ._outbox import Outbox
 from ._presence import Identity, Presence
@@ -161,8 +162,11 @@ async def run_orchestrator(
         host = supervisors.detect(settings.supervisor, settings.self_unit)
         verify = str(settings.ca_file) if settings.ca_file is not None else relay_verify
         transport = make_http_transport(settings.relay_url, verify=verify)
-        http = make_http_client(settings.relay_url, transport=transport)
-        async with http:
+        # An http:// relay: our own transport alone, httpx never loaded; an
+        # https:// one: an httpx client that owns its transport.
+        http = (None if isinstance(transport, PlainHTTPTransport)
+                else make_http_client(settings.relay_url, transport=transport))
+        async with http or transport:  # closes its connections on the way out
             client = RelayClient(settings.relay_url, settings.read_token, http=http,
                                  transport=transport)
             outbox_ref: list[Outbox] = []

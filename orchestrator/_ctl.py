@@ -10,12 +10,13 @@ import argparse
 import json
 import sys
 import time
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from ._errors import ConfigError
 from ._settings import add_setting_flags, load_settings
+
+if TYPE_CHECKING:
+    import httpx  # loaded by `ctl` only: `run` never needs it for an http:// relay
 
 
 class CtlError(Exception):
@@ -65,6 +66,8 @@ def register_ctl(sub: Any) -> None:
 
 
 def _client(args: argparse.Namespace) -> httpx.Client:
+    import httpx
+
     settings = load_settings(args)
     if not settings.relay_url:
         raise ConfigError("--relay-url is required (or RELAY_ORCHESTRATOR_RELAY_URL)")
@@ -75,6 +78,8 @@ def _client(args: argparse.Namespace) -> httpx.Client:
 
 
 def _call(http: httpx.Client, method: str, path: str, body: Any = None) -> Any:
+    import httpx
+
     try:
         r = http.request(method, path, json=body)
     except httpx.HTTPError as exc:

@@ -19,53 +19,57 @@ What it does, and no more:
 - errors as httpx's own: ``ConnectError``, ``WriteError``, ``ReadError``,
   ``RemoteProtocolError``. A request cancelled half way closes its
   connection (its state is unknown); nothing is retried here.
+
+httpx itself is loaded only when something needs it: an httpx request handed
+to ``handle_async_request`` (``_http_transport_httpx``), or an error to
+raise. The relay client's own requests (``exchange``) and its event stream
+(``open_stream``) go without it, so the daemon of an ``http://`` relay never
+loads httpx (2-3 MB of its memory, docs/performance.md).
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator
-from typing import Any
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any
 
-import httpx
 import trio
+
+if TYPE_CHECKING:
+    import httpx
 
 READ_SIZE = 65536
 MAX_HEAD = 64 * 1024
 _NO_BODY_STATUS = (204, 304)
 
 
-class PlainHTTPTransport(httpx.AsyncBaseTransport):
+def _error(kind: str, message: str, request: Any) -> Exception:
+    """httpx's exception ``kind`` (``ConnectError``…), httpx loaded only now."""
+    import httpx
+
+    error: Exception = getattr(httpx, kind)(message, request=request)
+    return error
+
+
+class PlainHTTPTransport:
+    """An httpx transport by its methods (httpx checks no base class)."""
+
     def __init__(self, *, max_connections: int = 32, max_idle: int = 16) -> None:
         self._limit = trio.Semaphore(max_connections)
         self._max_idle = max_idle
         self._idle: dict[tuple[str, int], list[_Connection]] = {}
         self._closed = False
 
+    async def __aenter__(self) -> PlainHTTPTransport:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        url = request.url
-        if url.scheme != "http":
-            raise httpx.UnsupportedProtocol(
-                f"PlainHTTPTransport speaks http:// only, not {url.scheme}://", request=request
-            )
-        await self._limit.acquire()
-        released = False
-        try:
-            data = _request_bytes(request, await request.aread())
-            key = (url.host, url.port or 80)
-            conn = self._idle_connection(key)
-            if conn is None:
-                conn = await _Connection.open(key, request)
-            try:
-                await conn.send(data, request)
-                response = await conn.read_response(request, self)
-            except BaseException:
-                conn.close()
-                raise
-            released = True  # the response's stream releases it
-            return response
-        finally:
-            if not released:
-                self._limit.release()
+        from ._http_transport_httpx import handle_async_request
+
+        return await handle_async_request(self, request)
 
     async def exchange(
         self, key: tuple[str, int], data: bytes, *, head_only: bool = False
@@ -94,6 +98,58 @@ class PlainHTTPTransport(httpx.AsyncBaseTransport):
             if not released:
                 self._limit.release()
 
+    @asynccontextmanager
+    async def open_stream(
+        self, key: tuple[str, int], data: bytes
+    ) -> AsyncIterator[tuple[int, bytes, AsyncIterator[bytes]]]:
+        """One request whose answer is read as it arrives (an event stream):
+        ``(status, body so far if it has a length, the body's parts)``. The
+        connection goes back to the pool only if the body was read to its end."""
+        await self._limit.acquire()
+        conn: _Connection | None = None
+        reusable = False
+        try:
+            conn = self._idle_connection(key)
+            if conn is None:
+                conn = await _Connection.open(key, None)
+            await conn.send(data, None)
+            status, _reason, version, headers = await conn._final_head(None)
+            length, chunked, keep_alive = _framing(headers, version, None)
+            if status in _NO_BODY_STATUS:
+                length, chunked = 0, False
+            if length is not None and not chunked:
+                body = await conn._read_sized(None, length)
+                reusable = keep_alive
+
+                async def nothing() -> AsyncIterator[bytes]:
+                    return
+                    yield b""
+
+                yield status, body, nothing()
+                return
+            parts = conn._chunked(None) if chunked else conn._until_closed(None)
+            try:
+                yield status, b"", parts
+            finally:
+                await parts.aclose()
+        except BaseException:
+            if conn is not None:
+                conn.close()
+            raise
+        finally:
+            if conn is not None:
+                self._limit.release()
+                if reusable and not self._closed and not conn._closed:
+                    idle = self._idle.setdefault(conn.key, [])
+                    if len(idle) < self._max_idle:
+                        idle.append(conn)
+                    else:
+                        conn.close()
+                else:
+                    conn.close()
+            else:
+                self._limit.release()
+
     def _idle_connection(self, key: tuple[str, int]) -> _Connection | None:
         idle = self._idle.get(key)
         while idle:
@@ -120,24 +176,8 @@ class PlainHTTPTransport(httpx.AsyncBaseTransport):
         self._idle.clear()
 
 
-def _request_bytes(request: httpx.Request, body: bytes) -> bytes:
-    parts = [request.method.encode("ascii"), b" ", request.url.raw_path, b" HTTP/1.1\r\n"]
-    length_given = False
-    for name, value in request.headers.raw:
-        lowered = name.lower()
-        if lowered == b"transfer-encoding":
-            continue  # the body is sent whole, with its length
-        if lowered == b"content-length":
-            length_given = True
-        parts += (name, b": ", value, b"\r\n")
-    if not length_given and (body or request.method not in ("GET", "HEAD")):
-        parts += (b"Content-Length: ", str(len(body)).encode("ascii"), b"\r\n")
-    parts += (b"\r\n", body)
-    return b"".join(parts)
-
-
 def _framing(
-    headers: list[tuple[bytes, bytes]], version: bytes, request: httpx.Request | None
+    headers: list[tuple[bytes, bytes]], version: bytes, request: Any
 ) -> tuple[int | None, bool, bool]:
     """How the body is framed: ``(content-length, chunked, keep-alive)``."""
     length: int | None = None
@@ -148,7 +188,7 @@ def _framing(
         if lowered == b"content-length":
             # digits only (RFC 9112), and a repeated header must agree
             if not value.isdigit() or (length is not None and length != int(value)):
-                raise httpx.RemoteProtocolError("bad content-length", request=request)
+                raise _error("RemoteProtocolError", "bad content-length", request)
             length = int(value)
         elif lowered == b"transfer-encoding":
             chunked = value.strip().lower().endswith(b"chunked")
@@ -169,11 +209,11 @@ class _Connection:
         self._closed = False
 
     @classmethod
-    async def open(cls, key: tuple[str, int], request: httpx.Request | None) -> _Connection:
+    async def open(cls, key: tuple[str, int], request: Any) -> _Connection:
         try:
             stream = await trio.open_tcp_stream(*key)  # sets TCP_NODELAY
         except OSError as exc:
-            raise httpx.ConnectError(str(exc) or repr(exc), request=request) from exc
+            raise _error("ConnectError", str(exc) or repr(exc), request) from exc
         return cls(key, stream)
 
     def usable(self) -> bool:
@@ -190,23 +230,23 @@ class _Connection:
             self._closed = True
             self._stream.socket.close()
 
-    async def send(self, data: bytes, request: httpx.Request | None) -> None:
+    async def send(self, data: bytes, request: Any) -> None:
         try:
             await self._stream.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-            raise httpx.WriteError(str(exc) or repr(exc), request=request) from exc
+            raise _error("WriteError", str(exc) or repr(exc), request) from exc
 
-    async def _receive(self, request: httpx.Request | None) -> bytes:
+    async def _receive(self, request: Any) -> bytes:
         try:
             return await self._stream.receive_some(READ_SIZE)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-            raise httpx.ReadError(str(exc) or repr(exc), request=request) from exc
+            raise _error("ReadError", str(exc) or repr(exc), request) from exc
 
-    async def _fill(self, request: httpx.Request | None, what: str) -> None:
+    async def _fill(self, request: Any, what: str) -> None:
         data = await self._receive(request)
         if not data:
-            raise httpx.RemoteProtocolError(
-                f"Server disconnected without sending {what}.", request=request
+            raise _error(
+                "RemoteProtocolError", f"Server disconnected without sending {what}.", request
             )
         self._buffer += data
 
@@ -222,7 +262,7 @@ class _Connection:
         body = b"".join([part async for part in parts])
         return status, body, keep_alive and chunked
 
-    async def _read_sized(self, request: httpx.Request | None, length: int) -> bytes:
+    async def _read_sized(self, request: Any, length: int) -> bytes:
         while len(self._buffer) < length:
             await self._fill(request, "the whole response body")
         body = bytes(self._buffer[:length])
@@ -230,37 +270,19 @@ class _Connection:
         return body
 
     async def _final_head(
-        self, request: httpx.Request | None
+        self, request: Any
     ) -> tuple[int, bytes, bytes, list[tuple[bytes, bytes]]]:
         while True:
             head = await self._read_head(request)
             if not 100 <= head[0] < 200 or head[0] == 101:
                 return head
 
-    async def read_response(
-        self, request: httpx.Request, transport: PlainHTTPTransport
-    ) -> httpx.Response:
-        status, reason, version, headers = await self._final_head(request)
-        length, chunked, keep_alive = _framing(headers, version, request)
-        extensions: dict[str, Any] = {"http_version": version, "reason_phrase": reason}
-        if request.method == "HEAD" or status in _NO_BODY_STATUS:
-            length, chunked = 0, False  # ends at the head, whatever it announces
-        if length is not None and not chunked:
-            body = await self._read_sized(request, length)
-            transport._done_with(self, keep_alive)
-            return httpx.Response(status, headers=headers, content=body, extensions=extensions)
-        stream = _ResponseStream(
-            self._chunked(request) if chunked else self._until_closed(request),
-            self, transport, keep_alive and chunked,
-        )
-        return httpx.Response(status, headers=headers, stream=stream, extensions=extensions)
-
     async def _read_head(
-        self, request: httpx.Request | None
+        self, request: Any
     ) -> tuple[int, bytes, bytes, list[tuple[bytes, bytes]]]:
         while (end := self._buffer.find(b"\r\n\r\n")) < 0:
             if len(self._buffer) > MAX_HEAD:
-                raise httpx.RemoteProtocolError("response head too large", request=request)
+                raise _error("RemoteProtocolError", "response head too large", request)
             await self._fill(request, "a response")
         head = bytes(self._buffer[:end])
         del self._buffer[: end + 4]
@@ -269,22 +291,20 @@ class _Connection:
             version, status, *rest = lines[0].split(b" ", 2)
             code = int(status)
         except ValueError:
-            raise httpx.RemoteProtocolError(
-                f"bad status line: {lines[0][:100]!r}", request=request
+            raise _error(
+                "RemoteProtocolError", f"bad status line: {lines[0][:100]!r}", request
             ) from None
         if not version.startswith(b"HTTP/1."):
-            raise httpx.RemoteProtocolError(f"not HTTP/1.x: {version[:20]!r}", request=request)
+            raise _error("RemoteProtocolError", f"not HTTP/1.x: {version[:20]!r}", request)
         headers = []
         for line in lines[1:]:
             name, sep, value = line.partition(b":")
             if not sep or not name or name != name.strip():
-                raise httpx.RemoteProtocolError(
-                    f"bad header line: {line[:100]!r}", request=request
-                )
+                raise _error("RemoteProtocolError", f"bad header line: {line[:100]!r}", request)
             headers.append((name, value.strip()))
         return code, rest[0] if rest else b"", version, headers
 
-    async def _chunked(self, request: httpx.Request | None) -> AsyncGenerator[bytes, None]:
+    async def _chunked(self, request: Any) -> AsyncGenerator[bytes, None]:
         while True:
             while (end := self._buffer.find(b"\r\n")) < 0:
                 await self._fill(request, "a chunk")
@@ -293,7 +313,7 @@ class _Connection:
             try:
                 size = int(size_line, 16)
             except ValueError:
-                raise httpx.RemoteProtocolError("bad chunk size", request=request) from None
+                raise _error("RemoteProtocolError", "bad chunk size", request) from None
             if size == 0:
                 while (end := self._buffer.find(b"\r\n")) != 0:  # trailers, then a blank line
                     if end > 0:
@@ -312,11 +332,11 @@ class _Connection:
             while len(self._buffer) < 2:
                 await self._fill(request, "a chunk's end")
             if self._buffer[:2] != b"\r\n":
-                raise httpx.RemoteProtocolError("bad chunk end", request=request)
+                raise _error("RemoteProtocolError", "bad chunk end", request)
             del self._buffer[:2]
 
     async def _until_closed(
-        self, request: httpx.Request | None
+        self, request: Any
     ) -> AsyncGenerator[bytes, None]:
         if self._buffer:
             data = bytes(self._buffer)
@@ -324,38 +344,3 @@ class _Connection:
             yield data
         while data := await self._receive(request):
             yield data
-
-
-class _ResponseStream(httpx.AsyncByteStream):
-    """A body read as it arrives; closing it gives the connection back (or closes it)."""
-
-    def __init__(
-        self,
-        parts: AsyncGenerator[bytes, None],
-        conn: _Connection,
-        transport: PlainHTTPTransport,
-        keep_alive: bool,
-    ) -> None:
-        self._parts = parts
-        self._conn = conn
-        self._transport = transport
-        self._keep_alive = keep_alive
-        self._complete = False
-        self._released = False
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        try:
-            async for part in self._parts:
-                yield part
-        except BaseException:
-            self._conn.close()
-            raise
-        self._complete = True
-
-    async def aclose(self) -> None:
-        if not self._released:
-            self._released = True
-            if not self._complete:
-                self._conn.close()
-                await self._parts.aclose()
-            self._transport._done_with(self._conn, self._keep_alive and self._complete)

@@ -1,4 +1,9 @@
-"""The relay client: one ``httpx.AsyncClient``, every request, auth, errors.
+"""The relay client: every request, auth, errors.
+
+An ``http://`` relay is spoken to through ``PlainHTTPTransport`` alone, event
+stream included, and httpx is never loaded (it and the stdlib modules it
+pulls in are 2-3 MB of the daemon's memory); an ``https://`` relay goes
+through one ``httpx.AsyncClient`` (TLS, certificate checks).
 
 Every answer that is not a success is translated into the ``RelayError``
 tree (``_errors.py``) so callers decide by type: retry, re-register, drop.
@@ -7,15 +12,17 @@ Timeouts are trio cancel scopes around each request.
 
 from __future__ import annotations
 
+import codecs
 import json
 import logging
 import re
 import socket
+import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
-import httpx
 import trio
 
 from ._errors import (
@@ -28,13 +35,18 @@ from ._errors import (
 from ._http_transport import PlainHTTPTransport
 from ._wire import Heartbeat, Registration, RegistrationAnswer, converter, unstructure
 
+if TYPE_CHECKING:
+    import httpx
+
 log = logging.getLogger("relay_orchestrator.relay")
 
 REQUEST_TIMEOUT = 10.0
 URL_CACHE = 1024  # parsed request URLs kept (httpx parses a URL in tens of µs)
 
 
-def make_http_transport(base_url: str, *, verify: str | bool = True) -> httpx.AsyncBaseTransport:
+def make_http_transport(
+    base_url: str, *, verify: str | bool = True
+) -> httpx.AsyncBaseTransport | PlainHTTPTransport:
     """The transport under the one client.
 
     An ``http://`` relay gets ``PlainHTTPTransport`` (lean HTTP/1.1 on trio, no
@@ -43,6 +55,8 @@ def make_http_transport(base_url: str, *, verify: str | bool = True) -> httpx.As
     """
     if not base_url.startswith("https://"):
         return PlainHTTPTransport(max_connections=32, max_idle=32)
+    import httpx
+
     transport_verify: Any = verify
     if isinstance(transport_verify, str):  # a CA file; httpx deprecates verify=<path>
         import ssl
@@ -59,12 +73,15 @@ def make_http_client(
     base_url: str,
     *,
     verify: str | bool = True,
-    transport: httpx.AsyncBaseTransport | None = None,
+    transport: httpx.AsyncBaseTransport | PlainHTTPTransport | None = None,
 ) -> httpx.AsyncClient:
-    """The process's one HTTP client (it owns and closes ``transport``)."""
+    """An httpx client (it owns and closes ``transport``): what an ``https://``
+    relay is spoken to through."""
+    import httpx
+
     return httpx.AsyncClient(
         base_url=base_url,
-        transport=transport or make_http_transport(base_url, verify=verify),
+        transport=transport or make_http_transport(base_url, verify=verify),  # type: ignore[arg-type]
         timeout=httpx.Timeout(None),
         trust_env=False,
     )
@@ -81,8 +98,8 @@ class RelayClient:
         base_url: str,
         token: Callable[[], str | None],
         *,
-        http: httpx.AsyncClient,
-        transport: httpx.AsyncBaseTransport | None = None,
+        http: httpx.AsyncClient | None = None,
+        transport: httpx.AsyncBaseTransport | PlainHTTPTransport | None = None,
         request_timeout: float = REQUEST_TIMEOUT,
     ) -> None:
         self.base_url = base_url
@@ -100,11 +117,13 @@ class RelayClient:
         self._plain: tuple[tuple[str, int], str, str] | None = None
         self._plain_head: bytes | None = None  # the headers after the request line, per token
         if isinstance(transport, PlainHTTPTransport):
-            url = httpx.URL(self._base)
-            if url.scheme == "http" and url.host:
-                key = (url.host, url.port or 80)
-                prefix = url.raw_path.decode("ascii").rstrip("/")
-                self._plain = (key, url.netloc.decode("ascii"), prefix)
+            url = urlsplit(self._base)
+            if url.scheme == "http" and url.hostname and not url.query and url.path.isascii():
+                key = (url.hostname, url.port or 80)
+                netloc = url.netloc.rpartition("@")[2]  # the Host header: no userinfo
+                self._plain = (key, netloc, url.path.rstrip("/"))
+        if self._plain is None and http is None:
+            raise ValueError("an https:// relay (or a custom transport) needs an httpx client")
 
     # -- plumbing -------------------------------------------------------------
     def _headers(self) -> dict[str, str]:
@@ -134,6 +153,8 @@ class RelayClient:
 
     def _request_headers(self) -> httpx.Headers:
         """The headers of every JSON request, made once per token."""
+        import httpx
+
         auth = self._headers()
         if self._json_headers is None:
             self._json_headers = httpx.Headers(
@@ -162,6 +183,8 @@ class RelayClient:
         raise RelayError(what, status=status)
 
     def _url(self, path: str) -> httpx.URL:
+        import httpx
+
         url = self._urls.get(path)
         if url is None:
             if len(self._urls) >= URL_CACHE:
@@ -179,7 +202,9 @@ class RelayClient:
             raise RelayUnavailable(
                 f"{method} {self.base_url}{path}: no answer within {self.request_timeout:g} s"
             ) from exc
-        except httpx.HTTPError as exc:
+        except Exception as exc:
+            if not _is_http_error(exc):
+                raise
             raise RelayUnavailable(f"{method} {self.base_url}{path}: {_why(exc)}") from exc
         if self.wire:  # --verbose: one line per exchange; bodies never (they may hold env)
             log.debug("wire %s %s -> %d (%.2f ms)", method, path, status,
@@ -200,6 +225,8 @@ class RelayClient:
                 return await self._transport.exchange(
                     self._plain[0], data, head_only=method == "HEAD"
                 )
+        import httpx  # a request the fast path cannot render, or an https:// relay
+
         request = httpx.Request(
             method, self._url(path), headers=self._request_headers(), content=content
         )
@@ -210,6 +237,7 @@ class RelayClient:
             finally:
                 await response.aclose()
         else:
+            assert self._http is not None
             response = await self._http.send(request)
         return response.status_code, response.content
 
@@ -247,6 +275,13 @@ class RelayClient:
     async def stream(self, target: str) -> AsyncIterator[AsyncIterator[str]]:
         """Open the SSE stream; yields an iterator of its lines."""
         path = f"/api/commands/stream?target={_q(target)}"
+        if self._plain is not None and _PLAIN_TARGET.fullmatch(self._plain[2] + path):
+            async with self._plain_stream(path) as lines:
+                yield lines
+            return
+        import httpx
+
+        assert self._http is not None
         try:
             with trio.fail_after(self.request_timeout):
                 request = self._http.build_request(
@@ -261,21 +296,54 @@ class RelayClient:
             if response.status_code >= 400:
                 await response.aread()
                 self._check("GET", path, response.status_code, response.content)
-            yield _lines(response)
+            yield _lines(response.aiter_text())
         except httpx.HTTPError as exc:
             raise RelayUnavailable(f"GET {self.base_url}{path}: {exc!r}") from exc
         finally:
             with trio.CancelScope(shield=True), trio.move_on_after(1):
                 await response.aclose()
 
+    @asynccontextmanager
+    async def _plain_stream(self, path: str) -> AsyncIterator[AsyncIterator[str]]:
+        """The stream on our own transport: no httpx objects at all."""
+        assert self._plain is not None and isinstance(self._transport, PlainHTTPTransport)
+        key, host, prefix = self._plain
+        head = [f"GET {prefix}{path} HTTP/1.1", f"Host: {host}"]
+        head += [f"{name}: {value}" for name, value in self._headers().items()]
+        data = ("\r\n".join([*head, "Accept: text/event-stream", "", ""])).encode("latin-1")
+        try:
+            async with self._transport.open_stream(key, data) as (status, body, parts):
+                if status >= 400:
+                    self._check("GET", path, status, body + b"".join([p async for p in parts]))
+                yield _lines(_decoded(parts))
+        except Exception as exc:
+            if not _is_http_error(exc):
+                raise
+            raise RelayUnavailable(f"GET {self.base_url}{path}: {exc!r}") from exc
 
-async def _lines(response: httpx.Response) -> AsyncIterator[str]:
+
+async def _decoded(parts: AsyncIterator[bytes]) -> AsyncIterator[str]:
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    async for part in parts:
+        if text := decoder.decode(part):
+            yield text
+    if text := decoder.decode(b"", final=True):
+        yield text
+
+
+def _is_http_error(exc: BaseException) -> bool:
+    """An httpx error (a transport that raised one has loaded httpx)."""
+    httpx = sys.modules.get("httpx")
+    return httpx is not None and isinstance(exc, httpx.HTTPError)
+
+
+async def _lines(chunks: AsyncIterator[str]) -> AsyncIterator[str]:
     """The stream's lines, ended by CR, LF or CRLF only, as SSE defines them.
 
     Not ``aiter_lines``: it also splits at U+2028, U+2029, U+0085…, which a
     JSON string may hold unescaped, and the command would be lost."""
     pending = ""
-    async for chunk in response.aiter_text():
+    async for chunk in chunks:
         pending += chunk
         if "\r" not in pending:
             *lines, pending = pending.split("\n")

@@ -33,6 +33,7 @@ class OrchProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = tmp_path / "orch.log"
         self.extra: list[str] = []
+        self.env: dict[str, str] = {}
 
     def start(self) -> subprocess.Popen[bytes]:
         argv = [sys.executable, "-m", "orchestrator", "run", "--relay-url", self.relay_url,
@@ -40,7 +41,8 @@ class OrchProcess:
                 "--base-dir", str(self.base), "--supervisor", "none", "--id", "orch-crash",
                 "--heartbeat-interval", "1", "--log-format", "json", *self.extra]
         with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(argv, env=cli_env(RELAY_ORCHESTRATOR_TOKEN=TOKEN),
+            self.proc = subprocess.Popen(argv, env=cli_env(RELAY_ORCHESTRATOR_TOKEN=TOKEN,
+                                                           **self.env),
                                          stdout=log, stderr=log)
         return self.proc
 

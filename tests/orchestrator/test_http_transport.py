@@ -214,10 +214,8 @@ async def relay_client(
     """A relay client built as ``_app.py`` builds it; closed (and its connections) after."""
     transport = make_http_transport(base_url)
     assert isinstance(transport, PlainHTTPTransport)
-    http = make_http_client(base_url, transport=transport)
-    async with http:
-        yield RelayClient(base_url, token, http=http, transport=transport,
-                          request_timeout=request_timeout)
+    async with transport:  # an http:// relay: no httpx client at all
+        yield RelayClient(base_url, token, transport=transport, request_timeout=request_timeout)
 
 
 async def refused_socket() -> trio.socket.SocketType:
@@ -766,3 +764,52 @@ async def test_an_id_holding_slash_question_or_hash_stays_one_path_segment(
     claim, report = server.requests
     assert claim.line == b"PATCH /api/commands/cmd%2F1%3Fx%3D1%23y HTTP/1.1"
     assert report.line == b"PUT /api/orchestrators/orch%3Aa%20b/agents/ag%2F..%2F1 HTTP/1.1"
+
+
+# -- the event stream, on the lean transport alone -------------------------------------
+
+
+async def test_the_event_stream_is_read_line_by_line_as_it_arrives(server: Server) -> None:
+    event = json.dumps({"id": "cmd_1", "note": "a\u2028b é"}, ensure_ascii=False).encode()
+    server.script(send(
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n",
+        chunk(b": keepalive\r"),  # a CRLF split across two chunks
+        chunk(b"\nevent: command\ndata: " + event[:-3]),  # a line (and é) split too
+        chunk(event[-3:] + b"\r\n\r\n"),
+        b"0\r\n\r\n",
+    ))
+    async with relay_client(server.base) as client:
+        with trio.fail_after(WAIT):
+            async with client.stream("orch:o1") as lines:
+                seen = [line async for line in lines]
+    assert seen == [": keepalive", "event: command", "data: " + event.decode(), ""]
+    (request,) = server.requests
+    assert request.line == b"GET /api/commands/stream?target=orch%3Ao1 HTTP/1.1"
+    assert request.header("accept") == "text/event-stream"
+    assert request.header("authorization") == "Bearer tok"
+    assert request.header("host") == f"127.0.0.1:{server.port}"
+
+
+@pytest.mark.parametrize(("status", "error"), [(401, RelayAuthError), (404, RelayNotFound),
+                                               (503, RelayUnavailable)])
+async def test_an_event_stream_refused_raises_the_relay_error(
+    server: Server, status: int, error: type[Exception]
+) -> None:
+    server.script(answer({"error": "no"}, status, reason=b"No"))
+    async with relay_client(server.base) as client:
+        with trio.fail_after(WAIT), pytest.raises(error):
+            async with client.stream("orch:o1") as lines:
+                [line async for line in lines]
+
+
+async def test_an_event_stream_cut_short_is_relay_unavailable(server: Server) -> None:
+    server.script(send(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+                       chunk(b"data: {\n"), b"40\r\npart", close=True))
+    async with relay_client(server.base) as client:
+        seen: list[str] = []
+        with trio.fail_after(WAIT), pytest.raises(RelayUnavailable, match="disconnected"):
+            async with client.stream("orch:o1") as lines:
+                async for line in lines:
+                    seen.append(line)
+    assert seen == ["data: {"]
