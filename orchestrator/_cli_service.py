@@ -17,7 +17,6 @@ import pwd
 import shutil
 import subprocess
 import sys
-from importlib import metadata
 from pathlib import Path
 
 import trio
@@ -96,6 +95,8 @@ def _project_requirement(version: str, settings: Settings | None = None) -> str:
     """
     if settings is not None and (settings.find_links or settings.index_url):
         return f"{DISTRIBUTION}=={version}"
+    from importlib import metadata  # install only: `run` never loads it
+
     try:
         dist = metadata.distribution(DISTRIBUTION)
         raw = dist.read_text("direct_url.json")

@@ -93,14 +93,16 @@ def settle_after_restart(orch: Orchestrator, command: Command) -> Outcome | None
     pending: dict[str, Any] | None = orch.journal.get_meta(PENDING_KEY)
     if not pending or pending.get("commandId") != command.id:
         return Outcome.failed("orchestrator restarted before completing orchestrator.upgrade")
-    from ._upgrader import write_outcome_marker
-
     orch.journal.set_meta(PENDING_KEY, None)
     wanted = str(pending.get("to"))
     root = Path(pending["runtimeRoot"]) if pending.get("runtimeRoot") else None
+    if orch.version == wanted and root is not None:
+        # Registered at the wanted version: proven. Before anything else (the
+        # relay settles the upgrade on that registration already).
+        _runtime.clear_pending(root)
+    from ._upgrader import write_outcome_marker
+
     if orch.version == wanted:
-        if root is not None:
-            _runtime.clear_pending(root)
         log.info("upgrade %s -> %s took effect", pending.get("from"), wanted,
                  extra={"commandId": command.id})
         write_outcome_marker(orch.settings.state_dir, commandId=command.id, status="succeeded",

@@ -22,7 +22,6 @@ import shutil
 import sys
 import sysconfig
 import time
-from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
@@ -140,6 +139,8 @@ async def create_venv(target: Path) -> None:
 
 def running_pip() -> tuple[Path, Path] | None:
     """The running environment's ``pip`` package and its ``.dist-info``, if it has them."""
+    from importlib import metadata  # only here: the daemon never loads it otherwise
+
     try:
         dist = metadata.distribution("pip")
     except metadata.PackageNotFoundError:

@@ -2,17 +2,62 @@
 
 from __future__ import annotations
 
+import os
 import re
-from importlib import metadata
+import sys
 
 DISTRIBUTION = "relay-orchestrator"
+_NORMALIZED = "relay_orchestrator"
 
 
 def current_version() -> str:
+    """What ``importlib.metadata.version`` says, found the way it finds it
+    (the first ``*.dist-info``/``*.egg-info`` of ours along ``sys.path``) but
+    read directly: ``importlib.metadata`` and the ``email`` parser it loads are
+    about 1 MB of the daemon's memory. Anything unusual is left to it."""
+    version = _version_on_path()
+    if version is not None:
+        return version
+    from importlib import metadata
+
     try:
         return metadata.version(DISTRIBUTION)
     except metadata.PackageNotFoundError:  # running from a source tree that was never installed
         return "0.0.0"
+
+
+def _version_on_path() -> str | None:
+    for entry in sys.path:
+        root = entry or "."
+        try:
+            children = os.listdir(root)
+        except OSError:
+            continue  # a zip or a missing directory: not where we are installed
+        for child in children:  # in listing order, as importlib.metadata takes them
+            low = child.lower()
+            if not low.endswith((".dist-info", ".egg-info")):
+                continue
+            name = low.rpartition(".")[0].partition("-")[0]
+            if re.sub(r"[-_.]+", "_", name) != _NORMALIZED:
+                continue
+            return _read_version(os.path.join(root, child))  # the first one found is it
+    return None
+
+
+def _read_version(path: str) -> str | None:
+    candidates = [os.path.join(path, "METADATA"), os.path.join(path, "PKG-INFO"), path]
+    for candidate in candidates:
+        try:
+            with open(candidate, encoding="utf-8") as file:
+                for line in file:
+                    if not line.strip():
+                        break  # the end of the headers
+                    key, sep, value = line.partition(":")
+                    if sep and key.strip().lower() == "version" and value.strip():
+                        return value.strip()
+        except (OSError, UnicodeDecodeError):
+            continue
+    return None
 
 
 __version__ = current_version()

@@ -1,4 +1,5 @@
-"""What the daemon loads: for an http:// relay, no httpx (nor what it pulls in).
+"""What the daemon loads: for an http:// relay, no httpx (nor what it pulls in),
+and no importlib.metadata for its own version.
 
 httpx and the standard-library modules it imports (email, http.client,
 urllib.request, http.cookiejar…) are 2-3 MB of a daemon that should stay
@@ -45,3 +46,5 @@ async def test_run_on_an_http_relay_never_loads_httpx(
     assert "command stream open" in "\n".join(lines)  # the stream, not polling
     loaded = sorted(m for m in modules if m == "httpx" or m.startswith(("httpx.", "httpcore")))
     assert loaded == []
+    # its version read from its own metadata file: no importlib.metadata, no email parser
+    assert not {"importlib.metadata", "email", "email.parser"} & modules
