@@ -74,7 +74,8 @@ async def main(args: argparse.Namespace) -> None:
             burst_s = time.perf_counter() - t0
             burst_cpu_orch = cpu_and_rss(proc.pid)[0] - cpu_o0
             burst_cpu_relay = time.process_time() - cpu_r0
-            errors = {relay.get_command(i)["error"] for i in ids}
+            # the dev relay forgets old settled commands: count the ones it still has
+            errors = {(relay.get_command(i) or {}).get("error") for i in ids}
             # idle
             await trio.sleep(2)
             cpu0, _ = cpu_and_rss(proc.pid)
