@@ -356,18 +356,16 @@ def markdown(rows: list[dict[str, Any]]) -> str:
             _fmt(r.get("crash"), 1000, "ms", 1), _fmt(r.get("restart"), 1000, "ms", 1),
             _fmt(r.get("rss"), 1e-6, "MB", 1), _fmt(r.get("idle_cpu"), 1, "%", 3),
         ]) + " |")
-    busy = [r for r in rows if r.get("crash_busy") is not None]
-    if busy:
-        out.append("")
-        out += [f"relay-orchestrator{' (tmux)' if 'tmux' in r['tool'] else ''}, N = {r['n']}: "
-                f"crash noticed right after the burst, while the N spawn commands still settle: "
-                f"{_fmt(r['crash_busy'], 1000, 'ms', 1)}" for r in busy]
-    stops = [r for r in rows if r.get("stop_all") is not None]
-    if stops:
-        out.append("")
-        out += [f"relay-orchestrator{' (tmux)' if 'tmux' in r['tool'] else ''}, N = {r['n']}: "
-                f"`orchestrator.shutdown` → all reported stopped in "
-                f"{_fmt(r['stop_all'], 1, 's', 3)}" for r in stops]
+    notes = [("crash_busy", "crash noticed right after the burst, while the N spawn commands "
+                            "still settle: {}", 1000, "ms", 1),
+             ("stop_all", "`orchestrator.shutdown` → all reported stopped in {}", 1, "s", 3)]
+    for key, text, scale, unit, digits in notes:
+        ours = [r for r in rows if r.get(key) is not None]
+        if ours:
+            out.append("")
+            out += [f"relay-orchestrator{' (tmux)' if 'tmux' in r['tool'] else ''}, "
+                    f"N = {r['n']}: " + text.format(_fmt(r[key], scale, unit, digits))
+                    for r in ours]
     return "\n".join(out)
 
 
