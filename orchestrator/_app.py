@@ -35,7 +35,7 @@ from ._http_transport import PlainHTTPTransport
 from ._journal import CommandState, Journal
 from ._outbox import Outbox
 from ._presence import Identity, Presence
-from ._relay_client import RelayClient, make_http_client, make_http_transport
+from ._relay_client import RelayClient, make_http_client, make_http_transport, plain_parts
 from ._settings import Settings
 from ._status import StatusWriter
 from ._version import current_version
@@ -164,8 +164,8 @@ async def run_orchestrator(
         transport = make_http_transport(settings.relay_url, verify=verify)
         # An http:// relay: our own transport alone, httpx never loaded; an
         # https:// one: an httpx client that owns its transport.
-        http = (None if isinstance(transport, PlainHTTPTransport)
-                else make_http_client(settings.relay_url, transport=transport))
+        plain = isinstance(transport, PlainHTTPTransport) and plain_parts(settings.relay_url)
+        http = None if plain else make_http_client(settings.relay_url, transport=transport)
         async with http or transport:  # closes its connections on the way out
             client = RelayClient(settings.relay_url, settings.read_token, http=http,
                                  transport=transport)

@@ -87,6 +87,22 @@ def make_http_client(
     )
 
 
+def plain_parts(base_url: str) -> tuple[tuple[str, int], str, str] | None:
+    """For a relay ``PlainHTTPTransport`` can speak to by itself: its address,
+    its Host header and its path prefix; None: httpx is needed."""
+    try:
+        url = urlsplit(base_url.rstrip("/"))
+        port = url.port
+    except ValueError:
+        return None
+    if url.scheme != "http" or not url.hostname or url.query or url.fragment:
+        return None
+    if not _PLAIN_TARGET.fullmatch(url.path or "/"):
+        return None
+    netloc = url.netloc.rpartition("@")[2]  # the Host header: no userinfo
+    return (url.hostname, port or 80), netloc, url.path.rstrip("/")
+
+
 class RelayClient:
     """The protocol's requests. ``transport``, when given, is the one ``http``
     was made with: requests go to it straight, without the client's per-request
@@ -117,11 +133,7 @@ class RelayClient:
         self._plain: tuple[tuple[str, int], str, str] | None = None
         self._plain_head: bytes | None = None  # the headers after the request line, per token
         if isinstance(transport, PlainHTTPTransport):
-            url = urlsplit(self._base)
-            if url.scheme == "http" and url.hostname and not url.query and url.path.isascii():
-                key = (url.hostname, url.port or 80)
-                netloc = url.netloc.rpartition("@")[2]  # the Host header: no userinfo
-                self._plain = (key, netloc, url.path.rstrip("/"))
+            self._plain = plain_parts(self._base)
         if self._plain is None and http is None:
             raise ValueError("an https:// relay (or a custom transport) needs an httpx client")
 
@@ -255,7 +267,8 @@ class RelayClient:
         )
 
     async def put_agent(self, orchestrator_id: str, agent_id: str, agent: dict[str, Any]) -> None:
-        await self.request("PUT", f"/api/orchestrators/{_q(orchestrator_id)}/agents/{_q(agent_id)}", agent)
+        path = f"/api/orchestrators/{_q(orchestrator_id)}/agents/{_q(agent_id)}"
+        await self.request("PUT", path, agent)
 
     async def patch_command(self, command_id: str, body: dict[str, Any]) -> Any:
         return await self.request("PATCH", f"/api/commands/{_q(command_id)}", body)

@@ -26,7 +26,12 @@ from orchestrator._errors import (
     RelayUnavailable,
 )
 from orchestrator._http_transport import PlainHTTPTransport
-from orchestrator._relay_client import RelayClient, make_http_client, make_http_transport
+from orchestrator._relay_client import (
+    RelayClient,
+    make_http_client,
+    make_http_transport,
+    plain_parts,
+)
 
 WAIT = 5  # seconds: the bound on every wait in this file
 
@@ -813,3 +818,38 @@ async def test_an_event_stream_cut_short_is_relay_unavailable(server: Server) ->
                 async for line in lines:
                     seen.append(line)
     assert seen == ["data: {"]
+
+
+@pytest.mark.parametrize(("url", "parts"), [
+    ("http://127.0.0.1:8080/", (("127.0.0.1", 8080), "127.0.0.1:8080", "")),
+    ("http://user:secret@relay.lan/base/", (("relay.lan", 80), "relay.lan", "/base")),
+    ("http://[::1]:9", (("::1", 9), "[::1]:9", "")),
+    ("http://relay.lan/a b", None),  # needs encoding: httpx does it
+    ("http://relay.lan/?x=1", None),
+    ("https://relay.lan", None),  # TLS: httpx
+    ("http://relay.lan:99999", None),
+])
+def test_which_relays_the_lean_transport_speaks_to_by_itself(
+    url: str, parts: tuple[tuple[str, int], str, str] | None
+) -> None:
+    assert plain_parts(url) == parts
+
+
+async def test_a_relay_under_a_path_prefix_gets_it_on_every_request(server: Server) -> None:
+    server.script(answer({"id": "cmd_1"}), send(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", b"0\r\n\r\n"))
+    async with relay_client(server.base + "/relay/") as client:
+        with trio.fail_after(WAIT):
+            assert await client.get_command("cmd_1") == {"id": "cmd_1"}
+            async with client.stream("orch:o1") as lines:
+                assert [line async for line in lines] == []
+    assert [r.line for r in server.requests] == [
+        b"GET /relay/api/commands/cmd_1 HTTP/1.1",
+        b"GET /relay/api/commands/stream?target=orch%3Ao1 HTTP/1.1",
+    ]
+
+
+def test_a_relay_the_lean_transport_cannot_speak_to_alone_needs_an_httpx_client() -> None:
+    transport = make_http_transport("http://relay.lan/a b")
+    with pytest.raises(ValueError, match="needs an httpx client"):
+        RelayClient("http://relay.lan/a b", lambda: "tok", transport=transport)
