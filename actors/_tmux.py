@@ -28,6 +28,7 @@ import os
 import re
 import shlex
 import signal
+import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -205,7 +206,9 @@ class TmuxServer:
             raise TmuxError(call.error)
         return call.output
 
-    async def _client(self, args: Sequence[str], stdin: bytes = b"") -> Any:
+    async def _client(
+        self, args: Sequence[str], stdin: bytes = b""
+    ) -> subprocess.CompletedProcess[bytes]:
         return await trio.run_process(
             ["tmux", "-N", "-L", self.socket, *args],
             stdin=stdin,

@@ -49,7 +49,7 @@ def setup_logging(fmt: str, *, verbose: bool = False) -> None:
     # the stack walk and lookups that fill them in (the logging module's own
     # "optimization" switches). The stack walk alone was 0.13 ms an agent
     # start under trio's deep stacks.
-    logging._srcfile = None  # type: ignore[attr-defined]
+    logging._srcfile = None
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
