@@ -14,6 +14,8 @@ with a 1 s heartbeat. Writes bench/results/bus_roundtrip.json.
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -87,6 +89,8 @@ async def main(args: argparse.Namespace) -> None:
             proc.terminate()
             proc.wait(10)
             nursery.cancel_scope.cancel()
+            if not os.environ.get("BENCH_KEEP_WORK"):  # its state dir, log and agents' files
+                shutil.rmtree(work, ignore_errors=True)
     p50, p99 = percentile(lat, 50), percentile(lat, 99)
     rate = args.burst / burst_s
     print(f"bus round trip, {args.commands} commands one after another (loopback):")

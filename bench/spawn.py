@@ -97,6 +97,8 @@ async def main(args: argparse.Namespace) -> None:
             proc.terminate()
             proc.wait(10)
             nursery.cancel_scope.cancel()
+            if not os.environ.get("BENCH_KEEP_WORK"):  # its state dir, log and agents' files
+                shutil.rmtree(work, ignore_errors=True)
     print(f"{args.agents} command-provider agents (plain sessions), whole bus path:")
     print(fmt_row("created → all reported running", f"{spawn_s:.3f} s",
                   "≤ 0.5 s for 100 (issue 3)"))
