@@ -29,6 +29,7 @@ loads httpx (2-3 MB of its memory, docs/performance.md).
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
@@ -100,25 +101,29 @@ class PlainHTTPTransport:
 
     @asynccontextmanager
     async def open_stream(
-        self, key: tuple[str, int], data: bytes
+        self, key: tuple[str, int], data: bytes, *, head_timeout: float = math.inf
     ) -> AsyncIterator[tuple[int, bytes, AsyncIterator[bytes]]]:
         """One request whose answer is read as it arrives (an event stream):
         ``(status, body so far if it has a length, the body's parts)``. The
-        connection goes back to the pool only if the body was read to its end."""
+        connection goes back to the pool only if the body was read to its end.
+        ``head_timeout`` bounds everything before the body's parts (connect,
+        send, the head, a body with a length): ``trio.TooSlowError``."""
         await self._limit.acquire()
         conn: _Connection | None = None
         reusable = False
         try:
-            conn = self._idle_connection(key)
-            if conn is None:
-                conn = await _Connection.open(key, None)
-            await conn.send(data, None)
-            status, _reason, version, headers = await conn._final_head(None)
-            length, chunked, keep_alive = _framing(headers, version, None)
-            if status in _NO_BODY_STATUS:
-                length, chunked = 0, False
-            if length is not None and not chunked:
-                body = await conn._read_sized(None, length)
+            with trio.fail_after(head_timeout):
+                conn = self._idle_connection(key)
+                if conn is None:
+                    conn = await _Connection.open(key, None)
+                await conn.send(data, None)
+                status, _reason, version, headers = await conn._final_head(None)
+                length, chunked, keep_alive = _framing(headers, version, None)
+                if status in _NO_BODY_STATUS:
+                    length, chunked = 0, False
+                sized = length is not None and not chunked
+                body = await conn._read_sized(None, length) if sized and length else b""
+            if sized:
                 reusable = keep_alive
 
                 async def nothing() -> AsyncIterator[bytes]:

@@ -325,10 +325,14 @@ class RelayClient:
         head += [f"{name}: {value}" for name, value in self._headers().items()]
         data = ("\r\n".join([*head, "Accept: text/event-stream", "", ""])).encode("latin-1")
         try:
-            async with self._transport.open_stream(key, data) as (status, body, parts):
+            async with self._transport.open_stream(
+                key, data, head_timeout=self.request_timeout
+            ) as (status, body, parts):
                 if status >= 400:
                     self._check("GET", path, status, body + b"".join([p async for p in parts]))
                 yield _lines(_decoded(parts))
+        except trio.TooSlowError as exc:
+            raise RelayUnavailable(f"GET {self.base_url}{path}: no answer") from exc
         except Exception as exc:
             if not _is_http_error(exc):
                 raise

@@ -853,3 +853,15 @@ def test_a_relay_the_lean_transport_cannot_speak_to_alone_needs_an_httpx_client(
     transport = make_http_transport("http://relay.lan/a b")
     with pytest.raises(ValueError, match="needs an httpx client"):
         RelayClient("http://relay.lan/a b", lambda: "tok", transport=transport)
+
+
+async def test_an_event_stream_never_answered_is_relay_unavailable_in_time(
+    server: Server, autojump_clock: trio.testing.MockClock
+) -> None:
+    server.script(HANG)
+    async with relay_client(server.base, request_timeout=10.0) as client:
+        started = trio.current_time()
+        with trio.fail_after(60), pytest.raises(RelayUnavailable, match="no answer"):
+            async with client.stream("orch:o1") as lines:
+                [line async for line in lines]
+        assert trio.current_time() - started == pytest.approx(10.0)
