@@ -30,7 +30,7 @@ import shlex
 import signal
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -132,7 +132,7 @@ class _Batch:
         self._queue: list[_Call] = []
         self._running = False
 
-    async def run(self, call: _Call, run_batch: Any) -> None:
+    async def run(self, call: _Call, run_batch: Callable[[list[_Call]], Awaitable[None]]) -> None:
         self._queue.append(call)
         try:
             await self._until_finished(call, run_batch)
@@ -143,7 +143,9 @@ class _Batch:
                 self._queue[0].wake.set()  # it may have been handed the running
             raise
 
-    async def _until_finished(self, call: _Call, run_batch: Any) -> None:
+    async def _until_finished(
+        self, call: _Call, run_batch: Callable[[list[_Call]], Awaitable[None]]
+    ) -> None:
         while not call.finished:
             if self._running:
                 await call.wake.wait()

@@ -142,18 +142,10 @@ class PlainHTTPTransport:
                 conn.close()
             raise
         finally:
-            if conn is not None:
+            if conn is None:
                 self._limit.release()
-                if reusable and not self._closed and not conn._closed:
-                    idle = self._idle.setdefault(conn.key, [])
-                    if len(idle) < self._max_idle:
-                        idle.append(conn)
-                    else:
-                        conn.close()
-                else:
-                    conn.close()
             else:
-                self._limit.release()
+                self._done_with(conn, reusable and not conn._closed)
 
     def _idle_connection(self, key: tuple[str, int]) -> _Connection | None:
         idle = self._idle.get(key)
