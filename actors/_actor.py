@@ -23,7 +23,7 @@ agent above a ``memory_max`` that no kernel enforces for it is ended here
 from __future__ import annotations
 
 import logging
-import secrets
+import os
 import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -630,4 +630,4 @@ class AgentActor:
 
 
 def new_agent_id() -> str:
-    return f"ag_{secrets.token_hex(8)}"
+    return f"ag_{os.urandom(8).hex()}"

@@ -16,7 +16,7 @@ worktree is never removed here, the relay's workspace flow owns its end.
 
 from __future__ import annotations
 
-import secrets
+import os
 from pathlib import Path
 from typing import Any
 
@@ -142,7 +142,7 @@ async def make_worktree(
     return Workspace(
         mode="isolated",
         requested_mode=requested_mode,
-        id=previous.id if same_repo and previous is not None else f"ws_{secrets.token_hex(8)}",
+        id=previous.id if same_repo and previous is not None else f"ws_{os.urandom(8).hex()}",
         repo_root=str(repo.root),
         worktree_path=str(path),
         branch=branch,

@@ -17,7 +17,7 @@ the stream, STOPPING=1, return. Agents keep running.
 from __future__ import annotations
 
 import logging
-import secrets
+import os
 import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -62,7 +62,7 @@ def orchestrator_id(settings: Settings, journal: Journal) -> str:
     if isinstance(known, str) and known:
         return known
     host = "".join(c if c.isalnum() or c in "-_." else "-" for c in socket.gethostname())
-    generated = f"orch-{host[:40]}-{secrets.token_hex(3)}"
+    generated = f"orch-{host[:40]}-{os.urandom(3).hex()}"
     journal.set_meta("orchestrator_id", generated)
     return generated
 
@@ -91,9 +91,12 @@ def tmux_socket(settings: Settings) -> str:
 
     if settings.state_dir.resolve() == default_state_dir().resolve():
         return "relay-orchestrator"
-    import hashlib
+    try:
+        from _sha1 import sha1  # CPython's own: hashlib would map OpenSSL (3 MB of RSS)
+    except ImportError:  # pragma: no cover - another interpreter
+        from hashlib import sha1
 
-    digest = hashlib.sha1(str(settings.state_dir.resolve()).encode()).hexdigest()[:8]
+    digest = sha1(str(settings.state_dir.resolve()).encode()).hexdigest()[:8]
     return f"relay-orchestrator-{digest}"
 
 

@@ -11,7 +11,6 @@ import gc
 import json
 import logging
 import os
-import secrets
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -154,7 +153,10 @@ def cmd_relay(args: argparse.Namespace) -> int:
         except OSError as exc:
             raise ConfigError(f"--token-file {args.token_file}: {exc.strerror}") from exc
     generated = token is None
-    token = token or secrets.token_urlsafe(24)
+    if token is None:
+        import secrets  # here only: it maps OpenSSL (hmac), 3 MB the daemon never needs
+
+        token = secrets.token_urlsafe(24)
     state_file = Path(args.state_file) if args.state_file else None
 
     async def serve() -> None:

@@ -1,5 +1,5 @@
 """What the daemon loads: for an http:// relay, no httpx (nor what it pulls in),
-and no importlib.metadata for its own version.
+no OpenSSL, and no importlib.metadata for its own version.
 
 httpx and the standard-library modules it imports (email, http.client,
 urllib.request, http.cookiejar…) are 2-3 MB of a daemon that should stay
@@ -36,6 +36,7 @@ async def test_run_on_an_http_relay_never_loads_httpx(
     stop = await settle(relay, relay.create_command(
         "orch:orch-crash", "agent.stop", {"agentId": "ag_f"}))
     assert stop["status"] == "succeeded", stop["error"]
+    mapped = (await trio.Path(f"/proc/{proc.pid}/maps").read_text()).splitlines()
     proc.send_signal(signal.SIGTERM)
     with trio.fail_after(20):
         while proc.poll() is None:  # noqa: ASYNC110
@@ -48,3 +49,8 @@ async def test_run_on_an_http_relay_never_loads_httpx(
     assert loaded == []
     # its version read from its own metadata file: no importlib.metadata, no email parser
     assert not {"importlib.metadata", "email", "email.parser"} & modules
+    # nor OpenSSL: trio's ssl and hmac stay stand-ins (orchestrator._lazy_imports)
+    assert not {"ssl", "_ssl", "hmac", "hashlib", "_hashlib", "secrets"} & modules
+    files = {line.split()[-1] for line in mapped if "/" in line}
+    assert any("libc.so" in f for f in files)  # the listing is there
+    assert not [f for f in files if "libcrypto" in f or "libssl" in f]
