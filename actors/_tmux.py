@@ -127,6 +127,7 @@ class _Batch:
 
     MAX_BYTES = 12_000
     MAX_CALLS = 48
+    CLIENT_TIMEOUT = 30.0  # a client still running then is killed
 
     def __init__(self) -> None:
         self._queue: list[_Call] = []
@@ -154,16 +155,32 @@ class _Batch:
             self._running = True
             try:
                 while not call.finished:
-                    batch = self._take()
-                    try:
-                        await run_batch(batch)
-                    finally:
-                        # calls the client never reached go first next time
-                        self._queue[:0] = [c for c in batch if not c.finished]
+                    await self._run_one(self._take(), run_batch)
             finally:
                 self._running = False
                 if self._queue:
                     self._queue[0].wake.set()  # the next in line runs the client
+
+    async def _run_one(
+        self, batch: list[_Call], run_batch: Callable[[list[_Call]], Awaitable[None]]
+    ) -> None:
+        # The client carries other callers' calls: no caller's cancellation cuts
+        # it short. tmux may already have run some of them, and running those
+        # again would, say, start a session twice.
+        with trio.CancelScope(shield=True), trio.move_on_after(self.CLIENT_TIMEOUT) as bound:
+            try:
+                await run_batch(batch)
+            except trio.Cancelled:
+                raise  # the bound (the shield keeps every other out): below
+            except BaseException:
+                self._queue[:0] = [c for c in batch if not c.finished]
+                raise
+        unfinished = [c for c in batch if not c.finished]
+        if bound.cancelled_caught:  # killed: what it ran is unknown, so none runs again
+            for c in unfinished:
+                c.finish("", f"tmux did not answer within {self.CLIENT_TIMEOUT:g} s")
+        else:  # tmux stopped at a failing call: those after it go first next time
+            self._queue[:0] = unfinished
 
     def _take(self) -> list[_Call]:
         batch = [self._queue.pop(0)]

@@ -133,3 +133,61 @@ async def test_a_call_cancelled_while_it_waits_never_runs(server: CountingServer
     assert sorted(ran) == ["blocker", "patient"]
     assert (await server.command("show-options", "-gv", "@patient")).strip() == "yes"
     assert (await server.command("show-options", "-gqv", "@cancelled")).strip() == ""
+
+
+async def test_a_cancelled_caller_does_not_cut_short_the_client_that_carries_others(
+    server: CountingServer, tmp_path: Path
+) -> None:
+    """The caller running a shared client is cancelled while it runs: the calls
+    it carries for others still get their answers, and none runs twice."""
+    marks = tmp_path / "marks"
+    answers: dict[str, str] = {}
+    leader_scope = trio.CancelScope()
+
+    async def blocker() -> None:  # holds the client, so the next calls queue up
+        await server.command("run-shell", "sleep 0.3")
+
+    async def leader() -> None:  # first in the queue: runs the next client
+        with leader_scope:
+            await server.command("display-message", "-p", "leader")
+
+    async def carried() -> None:  # rides in the leader's client, after the leader's call
+        await server.command("run-shell", f"echo ran >> {marks}; sleep 0.5")
+        answers["carried"] = await server.command("display-message", "-p", "after")
+
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(blocker)
+            while not server._batch._running:  # noqa: ASYNC110 - the blocker's client is under way
+                await trio.sleep(0.01)
+            nursery.start_soon(leader)
+            await trio.sleep(0.02)
+            nursery.start_soon(carried)
+            while not marks.exists():  # noqa: ASYNC110 - the shared client runs the carried call
+                await trio.sleep(0.01)
+            leader_scope.cancel()
+    assert answers["carried"] == "after\n"  # answered, no error
+    assert marks.read_text() == "ran\n"  # once
+
+
+async def test_a_client_that_does_not_answer_in_time_fails_its_calls_once(
+    server: CountingServer, tmp_path: Path
+) -> None:
+    marks = tmp_path / "marks"
+    server._batch.CLIENT_TIMEOUT = 0.5
+    errors: list[str] = []
+
+    async def hung() -> None:
+        try:
+            await server.command("run-shell", f"echo ran >> {marks}; sleep 3")
+        except TmuxError as exc:
+            errors.append(str(exc))
+
+    with trio.fail_after(30):
+        await hung()
+    assert errors == ["tmux did not answer within 0.5 s"]
+    assert marks.read_text() == "ran\n"  # not run again
+    # the server still answers the next client (once its run-shell is over)
+    server._batch.CLIENT_TIMEOUT = 30
+    with trio.fail_after(30):
+        assert await server.command("display-message", "-p", "next") == "next\n"
