@@ -30,6 +30,8 @@ loads httpx (2-3 MB of its memory, docs/performance.md).
 from __future__ import annotations
 
 import math
+import select
+import socket
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
@@ -199,11 +201,23 @@ def _framing(
 
 
 class _Connection:
-    def __init__(self, key: tuple[str, int], stream: trio.SocketStream) -> None:
+    """One HTTP/1.1 connection, on the socket itself rather than a trio stream.
+
+    trio's ``SocketStream`` checkpoints twice around every send and receive
+    that succeeds at once, and tries each receive before waiting for it: on a
+    request/response connection that is a scheduler round trip and a failed
+    ``recv`` per call, about a fifth of the client's CPU per exchange. Here a
+    send is written as far as the socket takes it, waiting only when it is
+    full, and a receive waits until the socket is readable first, unless the
+    last one filled the buffer (more is likely there already).
+    """
+
+    def __init__(self, key: tuple[str, int], sock: socket.socket) -> None:
         self.key = key
-        self._stream = stream
+        self._sock = sock
         self._buffer = bytearray()
         self._closed = False
+        self._more = False  # the last receive filled its buffer
 
     @classmethod
     async def open(cls, key: tuple[str, int], request: Any) -> _Connection:
@@ -211,32 +225,59 @@ class _Connection:
             stream = await trio.open_tcp_stream(*key)  # sets TCP_NODELAY
         except OSError as exc:
             raise _error("ConnectError", str(exc) or repr(exc), request) from exc
-        return cls(key, stream)
+        connected = stream.socket
+        sock = socket.socket(connected.family, connected.type, connected.proto,
+                             fileno=connected.detach())
+        sock.setblocking(False)
+        return cls(key, sock)
 
     def usable(self) -> bool:
         """An idle connection the server has not closed (nor written to)."""
         if self._closed or self._buffer:
             return False
         try:
-            return not self._stream.socket.is_readable()
-        except OSError:
+            poll = select.poll()
+            poll.register(self._sock, select.POLLIN)
+            return not poll.poll(0)
+        except (OSError, ValueError):
             return False
 
     def close(self) -> None:
         if not self._closed:
             self._closed = True
-            self._stream.socket.close()
+            trio.lowlevel.notify_closing(self._sock)
+            self._sock.close()
 
     async def send(self, data: bytes, request: Any) -> None:
+        view = memoryview(data)
         try:
-            await self._stream.send_all(data)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            while view:
+                if self._closed:
+                    raise trio.ClosedResourceError("the connection was closed")
+                try:
+                    sent = self._sock.send(view)
+                except BlockingIOError:
+                    await trio.lowlevel.wait_writable(self._sock)
+                else:
+                    view = view[sent:]
+        except (trio.ClosedResourceError, OSError) as exc:
             raise _error("WriteError", str(exc) or repr(exc), request) from exc
 
     async def _receive(self, request: Any) -> bytes:
         try:
-            return await self._stream.receive_some(READ_SIZE)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            while True:
+                if self._closed:
+                    raise trio.ClosedResourceError("the connection was closed")
+                if not self._more:
+                    await trio.lowlevel.wait_readable(self._sock)
+                try:
+                    data = self._sock.recv(READ_SIZE)
+                except BlockingIOError:
+                    self._more = False
+                    continue
+                self._more = len(data) == READ_SIZE
+                return data
+        except (trio.ClosedResourceError, OSError) as exc:
             raise _error("ReadError", str(exc) or repr(exc), request) from exc
 
     async def _fill(self, request: Any, what: str) -> None:
