@@ -40,6 +40,8 @@ from urllib.parse import unquote_to_bytes
 
 import trio
 
+from ._sockets import RawSocketStream
+
 log = logging.getLogger("orchestrator.asgi")
 
 Scope = MutableMapping[str, Any]
@@ -76,10 +78,13 @@ async def serve_asgi(
         task_status.started(f"{scheme}://{shown}:{port}")
         while True:
             tcp = await listener.accept()
-            stream: trio.abc.Stream = tcp
+            peer, own = tcp.socket.getpeername(), tcp.socket.getsockname()
+            stream: trio.SSLStream[Any] | RawSocketStream
             if ssl_context is not None:
                 stream = trio.SSLStream(tcp, ssl_context, server_side=True)
-            nursery.start_soon(_Connection(app, stream, tcp.socket, scheme).run)
+            else:  # the socket itself: no checkpoints around every send and receive
+                stream = RawSocketStream.detach(tcp)
+            nursery.start_soon(_Connection(app, stream, peer, own, scheme).run)
 
 
 class _Gone(Exception):
@@ -93,14 +98,14 @@ class _BadRequest(Exception):
 
 
 class _Connection:
-    def __init__(self, app: ASGIApp, stream: trio.abc.Stream, sock: trio.socket.SocketType,
-                 scheme: str) -> None:
+    def __init__(self, app: ASGIApp, stream: trio.SSLStream[Any] | RawSocketStream,
+                 peer: Any, own: Any, scheme: str) -> None:
         self._app = app
         self.stream = stream
         self._scheme = scheme
         self.buffer = bytearray()
-        self._client = _address(sock.getpeername())
-        self._server = _address(sock.getsockname())
+        self._client = _address(peer)
+        self._server = _address(own)
 
     async def run(self) -> None:
         try:

@@ -13,6 +13,7 @@ What it does, and no more:
   reused newest first and checked before reuse (one that turned readable
   while idle was closed by the server, and is dropped);
 - ``TCP_NODELAY``, and each request (head and body) written in one send;
+  on the socket itself (``_sockets.RawSocketStream``), not a trio stream;
 - a response with ``content-length`` is read whole before it is returned;
   a chunked one (a Server-Sent Events stream) or one that ends with the
   connection is handed over as it arrives;
@@ -30,18 +31,17 @@ loads httpx (2-3 MB of its memory, docs/performance.md).
 from __future__ import annotations
 
 import math
-import select
-import socket
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 import trio
 
+from ._sockets import READ_SIZE, RawSocketStream
+
 if TYPE_CHECKING:
     import httpx
 
-READ_SIZE = 65536
 MAX_HEAD = 64 * 1024
 _NO_BODY_STATUS = (204, 304)
 
@@ -82,7 +82,7 @@ class PlainHTTPTransport:
         Request or Response objects (their URL and header handling cost more
         than the exchange itself on loopback). Errors as ``handle_async_request``.
         """
-        await self._limit.acquire()
+        await self._acquire()
         released = False
         try:
             conn = self._idle_connection(key)
@@ -110,7 +110,7 @@ class PlainHTTPTransport:
         connection goes back to the pool only if the body was read to its end.
         ``head_timeout`` bounds everything before the body's parts (connect,
         send, the head, a body with a length): ``trio.TooSlowError``."""
-        await self._limit.acquire()
+        await self._acquire()
         conn: _Connection | None = None
         reusable = False
         try:
@@ -148,6 +148,14 @@ class PlainHTTPTransport:
                 self._limit.release()
             else:
                 self._done_with(conn, reusable and not conn._closed)
+
+    async def _acquire(self) -> None:
+        """A connection slot; one free is taken without a trip through the
+        scheduler (``Semaphore.acquire`` yields even when it need not wait)."""
+        try:
+            self._limit.acquire_nowait()
+        except trio.WouldBlock:
+            await self._limit.acquire()
 
     def _idle_connection(self, key: tuple[str, int]) -> _Connection | None:
         idle = self._idle.get(key)
@@ -201,23 +209,14 @@ def _framing(
 
 
 class _Connection:
-    """One HTTP/1.1 connection, on the socket itself rather than a trio stream.
-
-    trio's ``SocketStream`` checkpoints twice around every send and receive
-    that succeeds at once, and tries each receive before waiting for it: on a
-    request/response connection that is a scheduler round trip and a failed
-    ``recv`` per call, about a fifth of the client's CPU per exchange. Here a
-    send is written as far as the socket takes it, waiting only when it is
-    full, and a receive waits until the socket is readable first, unless the
-    last one filled the buffer (more is likely there already).
-    """
-
-    def __init__(self, key: tuple[str, int], sock: socket.socket) -> None:
+    def __init__(self, key: tuple[str, int], stream: RawSocketStream) -> None:
         self.key = key
-        self._sock = sock
+        self._stream = stream
         self._buffer = bytearray()
-        self._closed = False
-        self._more = False  # the last receive filled its buffer
+
+    @property
+    def _closed(self) -> bool:
+        return self._stream.closed
 
     @classmethod
     async def open(cls, key: tuple[str, int], request: Any) -> _Connection:
@@ -225,58 +224,29 @@ class _Connection:
             stream = await trio.open_tcp_stream(*key)  # sets TCP_NODELAY
         except OSError as exc:
             raise _error("ConnectError", str(exc) or repr(exc), request) from exc
-        connected = stream.socket
-        sock = socket.socket(connected.family, connected.type, connected.proto,
-                             fileno=connected.detach())
-        sock.setblocking(False)
-        return cls(key, sock)
+        return cls(key, RawSocketStream.detach(stream))
 
     def usable(self) -> bool:
         """An idle connection the server has not closed (nor written to)."""
         if self._closed or self._buffer:
             return False
         try:
-            poll = select.poll()
-            poll.register(self._sock, select.POLLIN)
-            return not poll.poll(0)
+            return not self._stream.is_readable()
         except (OSError, ValueError):
             return False
 
     def close(self) -> None:
-        if not self._closed:
-            self._closed = True
-            trio.lowlevel.notify_closing(self._sock)
-            self._sock.close()
+        self._stream.close()
 
     async def send(self, data: bytes, request: Any) -> None:
-        view = memoryview(data)
         try:
-            while view:
-                if self._closed:
-                    raise trio.ClosedResourceError("the connection was closed")
-                try:
-                    sent = self._sock.send(view)
-                except BlockingIOError:
-                    await trio.lowlevel.wait_writable(self._sock)
-                else:
-                    view = view[sent:]
+            await self._stream.send_all(data)
         except (trio.ClosedResourceError, OSError) as exc:
             raise _error("WriteError", str(exc) or repr(exc), request) from exc
 
     async def _receive(self, request: Any) -> bytes:
         try:
-            while True:
-                if self._closed:
-                    raise trio.ClosedResourceError("the connection was closed")
-                if not self._more:
-                    await trio.lowlevel.wait_readable(self._sock)
-                try:
-                    data = self._sock.recv(READ_SIZE)
-                except BlockingIOError:
-                    self._more = False
-                    continue
-                self._more = len(data) == READ_SIZE
-                return data
+            return await self._stream.receive_some(READ_SIZE)
         except (trio.ClosedResourceError, OSError) as exc:
             raise _error("ReadError", str(exc) or repr(exc), request) from exc
 
