@@ -86,6 +86,7 @@ class _Running:
     stopping: bool = False
     limit_reason: str | None = None  # set once it is being ended for its limit
     finished: trio.Event = attrs.field(factory=trio.Event)
+    say_stopping_at: float | None = None  # when a stop still under way is reported
 
 
 class AgentActor:
@@ -449,11 +450,10 @@ class AgentActor:
         watch = running.watch
         if not watch.ended.is_set():
             running.stopping = True
+            running.say_stopping_at = trio.current_time() + STOPPING_UNSAID
             self.state.status = AgentStatus.STOPPING
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._say_stopping, watch)
-                await self._end(running, graceful, within=timeout)
-                nursery.cancel_scope.cancel()
+            await self._end(running, graceful, within=timeout)
+            running.say_stopping_at = None
         with trio.move_on_after(config.kill_grace + timeout + 5):
             await running.finished.wait()
         if not running.finished.is_set():
@@ -465,28 +465,36 @@ class AgentActor:
         watch = running.watch
         provider = self._ctx.config.provider(self.state.provider)
         if graceful and provider is not None and provider.quit_input:
-            with trio.move_on_after(within / 2):
+            deadline = trio.current_time() + within / 2
+            with trio.move_on_at(deadline):
                 try:
                     await running.session.send(provider.quit_input)
                 except CommandRejected:
                     pass
-                await watch.ended.wait()
+                await self._until_ended(running, deadline)
             within /= 2
         if graceful and not watch.ended.is_set():
             watch.signal(signal.SIGTERM)
-            with trio.move_on_after(within):
-                await watch.ended.wait()
+            await self._until_ended(running, trio.current_time() + within)
         if not watch.ended.is_set():
             watch.signal(signal.SIGKILL)
 
-    async def _say_stopping(self, watch: ProcessWatch) -> None:
-        """Report ``stopping`` once the agent has not ended within STOPPING_UNSAID:
-        one that ends sooner goes from running to stopped in one report."""
-        await trio.sleep(STOPPING_UNSAID)
-        if not watch.ended.is_set() and self.state is not None and (
-            self.state.status is AgentStatus.STOPPING
-        ):
-            self._commit()
+    async def _until_ended(self, running: _Running, deadline: float) -> None:
+        """Wait for the agent to end, until ``deadline``; report ``stopping`` if it
+        has not ended by ``running.say_stopping_at`` (one that ends sooner goes
+        from running to stopped in one report)."""
+        watch = running.watch
+        say_at = running.say_stopping_at
+        if say_at is not None and say_at < deadline:
+            with trio.move_on_at(say_at):
+                await watch.ended.wait()
+            if watch.ended.is_set():
+                return
+            running.say_stopping_at = None
+            if self.state is not None and self.state.status is AgentStatus.STOPPING:
+                self._commit()
+        with trio.move_on_at(deadline):
+            await watch.ended.wait()
 
     # -- restart -------------------------------------------------------------
 

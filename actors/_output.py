@@ -276,12 +276,16 @@ def _read_end(path: Path, want: int) -> tuple[bytes, bool]:
     need = want
     for file in _files(path):
         try:
-            with open(file, "rb") as fh:
-                size = fh.seek(0, os.SEEK_END)
-                fh.seek(max(0, size - need))
-                data = fh.read(need)
+            fd = os.open(file, os.O_RDONLY | os.O_CLOEXEC)  # no buffered file object: one read
         except OSError:
             continue
+        try:
+            size = os.fstat(fd).st_size
+            data = os.pread(fd, need, max(0, size - need)) if size else b""
+        except OSError:
+            continue
+        finally:
+            os.close(fd)
         parts.append(data)
         need -= len(data)
         if need <= 0:
