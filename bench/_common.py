@@ -30,7 +30,8 @@ def percentile(values: list[float], p: float) -> float:
 
 def start_orchestrator(relay_url: str, token: str, *, heartbeat: float = 10.0,
                        extra: list[str] | None = None, env: dict[str, str] | None = None,
-                       workdir: Path | None = None, session: str = "plain") -> tuple[subprocess.Popen[bytes], Path]:
+                       workdir: Path | None = None, session: str = "plain",
+                       wrapper: list[str] | None = None) -> tuple[subprocess.Popen[bytes], Path]:
     # Not in /tmp: on the project's machines creating a file or directory
     # there costs 0.2-0.7 ms (elsewhere on the same disk, 0.02 ms), which
     # would be charged to every agent's directory, FIFO and log.
@@ -45,7 +46,8 @@ def start_orchestrator(relay_url: str, token: str, *, heartbeat: float = 10.0,
     # BENCH_ORCH_PROFILE=<file>: run the orchestrator under cProfile (CPU time), writing <file>
     profile = os.environ.get("BENCH_ORCH_PROFILE")
     prefix = ["-c", _PROFILE_SHIM, profile] if profile else ["-m", "orchestrator"]
-    argv = [sys.executable, *prefix, "run", "--relay-url", relay_url,
+    # wrapper: a command the orchestrator runs under (valgrind, for bench/instructions.py)
+    argv = [*(wrapper or []), sys.executable, *prefix, "run", "--relay-url", relay_url,
             "--config", str(config), "--state-dir", str(work / "state"),
             "--base-dir", str(work / "base"), "--supervisor", "none",
             "--heartbeat-interval", str(heartbeat), "--log-format", "json", "--id", "orch-bench",

@@ -92,7 +92,7 @@ def tmux_socket(settings: Settings) -> str:
     if settings.state_dir.resolve() == default_state_dir().resolve():
         return "relay-orchestrator"
     try:
-        from _sha1 import sha1  # CPython's own: hashlib would map OpenSSL (3 MB of RSS)
+        from _sha1 import sha1  # type: ignore[import-not-found]  # no OpenSSL (3 MB of RSS)
     except ImportError:  # pragma: no cover - another interpreter
         from hashlib import sha1
 

@@ -116,3 +116,15 @@ def test_version_from_package_metadata() -> None:
     proc = run_cli("--version")
     assert proc.returncode == 0
     assert proc.stdout.strip() == version("relay-orchestrator")
+
+
+def test_the_tmux_socket_name_stays_what_earlier_versions_used(tmp_path: Path) -> None:
+    """Agents in tmux are found again after an upgrade by the socket's name: the
+    digest of a non-default state dir must not change (it was hashlib's sha1)."""
+    import hashlib
+
+    from orchestrator._app import tmux_socket
+
+    settings = load_settings(flags={"state_dir": str(tmp_path / "state")}, environ={})
+    digest = hashlib.sha1(str((tmp_path / "state").resolve()).encode()).hexdigest()[:8]
+    assert tmux_socket(settings) == f"relay-orchestrator-{digest}"
