@@ -272,7 +272,11 @@ class TmuxServer:
 
     async def nudge(self) -> None:
         """Have the server look for ended children (a spurious SIGCHLD is harmless)."""
-        pid = await self.server_pid()
+        watch = self._watch
+        if watch is not None and not watch.ended.is_set():
+            pid: int | None = watch.pid  # the server we watch: no tmux call to ask it
+        else:
+            pid = await self.server_pid()
         if pid is not None:
             try:
                 os.kill(pid, signal.SIGCHLD)
@@ -392,7 +396,6 @@ class TmuxSession:
         merely that the pane is dead), ends the session (``if-shell -F`` runs
         no shell: tmux tests the format).
         """
-        attempt = 0
         with trio.move_on_after(DEAD_STATUS_TIMEOUT):
             while True:
                 try:
@@ -417,11 +420,10 @@ class TmuxSession:
                         return ExitStatus(exit_code=int(code)), last_lines("\n".join(lines))
                     return ExitStatus(signal=signal_name(int(sig))), last_lines("\n".join(lines))
                 # tmux has not reaped the pane yet. tmux 3.3 now and then
-                # misses a SIGCHLD when panes die close together, and would
-                # leave the pane a zombie until the next one: nudge it.
-                attempt += 1
-                if attempt % 5 == 0:
-                    await self._server.nudge()
+                # misses a SIGCHLD (when the pane and its pipe-pane end close
+                # together) and would leave the pane a zombie until the next
+                # one: nudge it (a signal, no tmux call) before each new look.
+                await self._server.nudge()
                 await trio.sleep(0.01)
         return ExitStatus(), ""
 
