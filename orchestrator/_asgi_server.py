@@ -40,7 +40,7 @@ from urllib.parse import unquote_to_bytes
 
 import trio
 
-from ._sockets import RawSocketStream
+from ._sockets import READ_SIZE, RawSocketStream
 
 log = logging.getLogger("orchestrator.asgi")
 
@@ -53,7 +53,6 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 KEEP_ALIVE_TIMEOUT = 75.0  # an idle kept-alive connection is closed after this
 MAX_BODY = 16 * 1024 * 1024
 MAX_HEAD = 64 * 1024
-READ_SIZE = 65536
 _METHOD_CHARS = frozenset(b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 _REASONS = {status.value: status.phrase.encode() for status in http.HTTPStatus}
 

@@ -7,8 +7,8 @@ failed ``recv`` (a ``BlockingIOError`` raised and caught) per call. Both the
 lean transport (the relay client) and the dev relay's server sit on this
 instead: a send is written as far as the socket takes it, waiting only when
 it is full; a receive waits until the socket is readable first, unless the
-last one filled its buffer (more is likely there already). A receive always
-waits, so a task blocked in it can be cancelled as usual; ``close`` wakes it.
+last one filled its buffer (more is likely there already). A receive that
+waits can be cancelled as usual, and ``close`` wakes it.
 """
 
 from __future__ import annotations
