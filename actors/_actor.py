@@ -32,6 +32,7 @@ from typing import Any
 import attrs
 import trio
 
+from ._activity import ActivityTracker
 from ._agent import AgentState, AgentStatus, ExitInfo, meta_of, now_ms
 from ._limits import memory_limit_reason
 from ._output import make_agent_dir
@@ -44,8 +45,18 @@ from ._params import (
     parse_spawn,
 )
 from ._plain import PlainSession
-from ._prepare import FleetContext, Launch
-from ._process import ExitStatus, Liveness, ProcessIdentity, ProcessWatch, identify, liveness, reap
+from ._prepare import FleetContext, Launch, within
+from ._process import (
+    ExitStatus,
+    Liveness,
+    ProcessIdentity,
+    ProcessWatch,
+    end_tree,
+    identify,
+    liveness,
+    reap,
+    tree_of,
+)
 from ._providers import reload_input
 from ._resume import (
     HOST_REBOOTED,
@@ -54,6 +65,7 @@ from ._resume import (
     resumed_from,
     wants_resume,
 )
+from ._screens import Activity, Screen, api_key_variable, has_screens
 from ._session import LaunchFailed, Session
 from ._store import RECORD_VERSION
 from ._tmux import TmuxSession
@@ -64,6 +76,7 @@ log = logging.getLogger("actors")
 
 MAILBOX_SIZE = 16
 LAUNCH_BOUND = 30.0  # a start is shielded from cancellation, this long at most
+TAKEN_WITHIN = 3.0  # typed input leaves the prompt line this soon, or Enter is pressed again
 STOPPING_UNSAID = 0.05  # an agent that ends this soon after SIGTERM is never reported stopping
 
 
@@ -87,6 +100,8 @@ class _Running:
     limit_reason: str | None = None  # set once it is being ended for its limit
     finished: trio.Event = attrs.field(factory=trio.Event)
     say_stopping_at: float | None = None  # when a stop still under way is reported
+    tracker: ActivityTracker | None = None  # its screen, for providers whose screens are known
+    tracker_scope: trio.CancelScope | None = None
 
 
 class AgentActor:
@@ -369,6 +384,7 @@ class AgentActor:
         self.state.pid = pid
         self.state.tmux_session = session.tmux_session
         self.state.exit = None
+        self._track(running)
         self._commit()
         self._nursery.start_soon(self._watch, running)
         log.info("agent %s started (pid %d, %s session)", self.agent_id, pid, session.kind)
@@ -413,6 +429,11 @@ class AgentActor:
         )
         self.state.last_stop_at = now
         self.state.usage = self.state.usage.ended()
+        self.state.activity = self.state.question = None
+        if running is not None and running.tracker is not None:
+            running.tracker.close()
+            if running.tracker_scope is not None:
+                running.tracker_scope.cancel()
         if running is not None and running.probe is not None:
             running.probe.close()
         if self._running is running:
@@ -424,6 +445,104 @@ class AgentActor:
             "agent %s %s (exit code %s, signal %s)",
             self.agent_id, self.state.status.value, status.exit_code, status.signal,
         )  # fmt: skip
+
+    # -- activity ------------------------------------------------------------
+
+    def _track(self, running: _Running) -> None:
+        """Follow the screen of an agent whose provider's screens are known."""
+        assert self.state is not None and self._nursery is not None
+        session = running.session
+        config = self._ctx.config.provider(self.state.provider)
+        if not isinstance(session, TmuxSession) or config is None or not has_screens(config.kind):
+            self.state.activity = self.state.question = None
+            return
+        tracker = ActivityTracker(
+            kind=config.kind,
+            watched=self._ctx.files.watch(session.log_path),
+            capture=session.capture,
+            send_keys=session.send_keys,
+            answer=self._answer,
+            on_change=self._activity_changed,
+        )
+        running.tracker = tracker
+        self.state.activity = Activity.STARTING.value
+        self.state.question = None
+        self._nursery.start_soon(self._run_tracker, running, tracker)
+
+    @staticmethod
+    async def _run_tracker(running: _Running, tracker: ActivityTracker) -> None:
+        with trio.CancelScope() as scope:
+            running.tracker_scope = scope
+            if running.finished.is_set():
+                return
+            await tracker.run()
+
+    def _activity_changed(self, screen: Screen) -> None:
+        state = self.state
+        if state is None or not state.status.live:
+            return
+        state.activity = screen.activity.value
+        state.question = screen.question
+        log.info("agent %s is %s", self.agent_id, state.activity)  # never the question
+        self._commit()
+
+    def _answer(self, screen: Screen) -> tuple[str, ...] | None:
+        """The keys that answer ``screen``'s question, where policy says so."""
+        state, params = self.state, self.params
+        config = self._ctx.config.provider(state.provider) if state else None
+        if state is None or params is None or config is None:
+            return None
+        if screen.topic == "trust":
+            if config.trust_workspace == "never":
+                return None
+            if config.trust_workspace == "worktrees":
+                tree = state.workspace.worktree_path if state.workspace else None
+                if not tree or not within(Path(state.cwd), Path(tree)):
+                    return None
+            return screen.answer
+        if screen.topic == "api-key":
+            variable = api_key_variable(config.kind)
+            if config.accept_env_api_key and variable is not None and variable in params.env:
+                return screen.answer
+        return None
+
+    async def _until_ready(self, running: _Running, tracker: ActivityTracker) -> Screen:
+        """The agent ready for input (bounded by ``input_timeout``), or why not."""
+        screen = await tracker.refresh()
+        if not (screen.activity is Activity.READY or screen.waiting):
+            timeout = self._ctx.config.input_timeout
+            screen = await tracker.wait_for(
+                lambda s: s.activity is Activity.READY, timeout, stop=lambda s: s.waiting
+            )
+            if running.watch.ended.is_set():
+                raise CommandRejected(f"agent {self.agent_id} ended before it took its input")
+            if not (screen.activity is Activity.READY or screen.waiting):
+                raise CommandRejected(
+                    f"agent {self.agent_id} was not ready for input within {timeout:g} s "
+                    f"({screen.activity.value})"
+                )
+        if screen.waiting:
+            raise CommandRejected(f"agent is waiting for an answer: {screen.question or ''}")
+        return screen
+
+    async def _confirm_taken(self, running: _Running, tracker: ActivityTracker, text: str) -> None:
+        """The input left the prompt line (or the agent got busy); else Enter once more."""
+        head = text.strip().split("\n", 1)[0][:24].strip()
+
+        def taken(screen: Screen) -> bool:
+            return screen.activity is not Activity.READY or head not in screen.input_line
+
+        with trio.move_on_after(TAKEN_WITHIN):
+            while True:
+                await tracker.changed()
+                if tracker.closed or taken(tracker.screen):
+                    return
+        screen = await tracker.refresh()
+        if not taken(screen):
+            log.info("agent %s: its input was not submitted; pressing Enter again", self.agent_id)
+            session = running.session
+            assert isinstance(session, TmuxSession)
+            await session.send_keys(["Enter"])
 
     # -- stop ----------------------------------------------------------------
 
@@ -464,11 +583,18 @@ class AgentActor:
         assert self.state is not None
         watch = running.watch
         provider = self._ctx.config.provider(self.state.provider)
+        # What it started, before it ends (a CLI's background server, say).
+        tree = await trio.to_thread.run_sync(tree_of, watch.identity.pid)
         if graceful and provider is not None and provider.quit_input:
             deadline = trio.current_time() + within / 2
             with trio.move_on_at(deadline):
                 try:
-                    await running.session.send(provider.quit_input)
+                    if running.tracker is None or (
+                        (await running.tracker.refresh()).activity is Activity.READY
+                    ):
+                        await running.session.send(
+                            provider.quit_input, enter_after=provider.enter_after
+                        )
                 except CommandRejected:
                     pass
                 await self._until_ended(running, deadline)
@@ -478,6 +604,8 @@ class AgentActor:
             await self._until_ended(running, trio.current_time() + within)
         if not watch.ended.is_set():
             watch.signal(signal.SIGKILL)
+        if tree:  # what outlived it (a CLI's background server): it goes too
+            await trio.to_thread.run_sync(end_tree, tree, self._ctx.config.kill_grace)
 
     async def _until_ended(self, running: _Running, deadline: float) -> None:
         """Wait for the agent to end, until ``deadline``; report ``stopping`` if it
@@ -536,22 +664,63 @@ class AgentActor:
         files = self._ctx.memory_files(self.state, params.always_reload)
         config = self._ctx.config.provider(self.state.provider)
         assert config is not None
+        tracker = running.tracker
+        compacted: bool | None = None
         await self._type(running, config.compact_input)
-        await trio.sleep(config.compact_settle_seconds)
+        if tracker is not None:
+            compacted = await self._compaction(running, tracker, config.compact_timeout)
         for path, content in files:
             await self._type(running, reload_input(path, content))
-        return {"agentId": self.agent_id, "reloaded": [path for path, _ in files]}
+        return {
+            "agentId": self.agent_id,
+            "compacted": compacted,
+            "reloaded": [path for path, _ in files],
+        }
+
+    async def _compaction(
+        self, running: _Running, tracker: ActivityTracker, within: float
+    ) -> bool:
+        """After ``/compact``: until it has begun (or the CLI refused it), then
+        until the agent is ready again. Whether it compacted."""
+        screen = await tracker.wait_for(
+            lambda s: s.activity is Activity.BUSY or s.compact_refused or s.compact_done,
+            self._ctx.config.input_timeout,
+            stop=lambda s: s.waiting,
+        )
+        refused = screen.compact_refused
+        if not refused:
+            screen = await tracker.wait_for(
+                lambda s: s.activity is Activity.READY, within, stop=lambda s: s.waiting
+            )
+        if running.watch.ended.is_set():
+            raise CommandRejected(f"agent {self.agent_id} ended while compacting")
+        if screen.waiting:
+            raise CommandRejected(f"agent is waiting for an answer: {screen.question or ''}")
+        if screen.activity is not Activity.READY:
+            raise CommandRejected(
+                f"agent {self.agent_id} did not finish compacting within {within:g} s"
+            )
+        return not refused
 
     async def _type(self, running: _Running, text: str) -> None:
+        """Type into the agent: only when it is ready (if its screens are known)."""
         if running.watch.ended.is_set():
             raise CommandRejected(f"agent {self.agent_id} ended before it took its input")
+        assert self.state is not None
+        config = self._ctx.config.provider(self.state.provider)
+        enter_after = config.enter_after if config is not None else 0.0
+        tracker = running.tracker
+        if tracker is not None:
+            await self._until_ready(running, tracker)
         timeout = self._ctx.config.input_timeout
         with trio.move_on_after(timeout) as scope:
-            await running.session.send(text)
+            await running.session.send(text, enter_after=enter_after)
         if scope.cancelled_caught:
             raise CommandRejected(
                 f"agent {self.agent_id} did not take its input within {timeout:g} s"
             )
+        if tracker is not None:
+            await self._confirm_taken(running, tracker, text)
 
     # -- adoption ------------------------------------------------------------
 
@@ -584,6 +753,7 @@ class AgentActor:
             )
             running = _Running(watch, session, probe)
             self._running = running
+            self._track(running)
             if state.status is not AgentStatus.RUNNING:
                 state.status = AgentStatus.RUNNING
                 self._commit()

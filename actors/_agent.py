@@ -111,6 +111,10 @@ class AgentState:
     meta: dict[str, Any] = attrs.field(factory=dict)
     provider_session_id: str | None = None
     usage: Usage = attrs.field(factory=Usage)
+    # What its screen shows (tmux agents of providers whose screens are known):
+    # starting, ready, busy, asking, needs-login; the question for the last two.
+    activity: str | None = None
+    question: str | None = None
 
     @property
     def session_name(self) -> str:
@@ -140,6 +144,10 @@ class AgentState:
         }
         if self.provider_session_id:
             wire["providerSessionId"] = self.provider_session_id
+        if self.activity is not None and self.status.live:
+            wire["activity"] = self.activity
+            if self.question is not None:
+                wire["question"] = self.question
         return wire
 
     @classmethod
@@ -165,4 +173,6 @@ class AgentState:
             meta=dict(data.get("meta") or {}),
             provider_session_id=data.get("providerSessionId"),
             usage=Usage.from_json(data.get("usage")) or Usage(),
+            activity=data.get("activity") if isinstance(data.get("activity"), str) else None,
+            question=data.get("question") if isinstance(data.get("question"), str) else None,
         )

@@ -16,6 +16,7 @@ Argv styles (``kind``):
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -23,10 +24,13 @@ from typing import Any
 
 import attrs
 
+log = logging.getLogger("actors")
+
 SESSION_KINDS = ("tmux", "plain")
 RESUME_POLICIES = ("never", "after-reboot", "always")
 ARGV_KINDS = ("claude", "codex", "gemini", "command")
 WORKSPACE_MODES = ("shared", "isolated")
+TRUST_POLICIES = ("base-dir", "worktrees", "never")
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 # systemd resource-control syntax, loosely: "4G", "512M", "80%", "infinity".
@@ -48,8 +52,18 @@ class ProviderConfig:
     command: tuple[str, ...] = ()  # program (and fixed args); () for `command`
     args: tuple[str, ...] = ()  # extra args right after `command`
     compact_input: str = "/compact"
-    compact_settle_seconds: float = 10.0
-    quit_input: str | None = None  # typed before SIGTERM when set
+    # How long a compaction may take, from /compact to the agent ready again.
+    compact_timeout: float = 600.0
+    quit_input: str | None = None  # typed before SIGTERM when set (and the agent ready)
+    # Which folders the orchestrator tells the CLI to trust when it asks:
+    # "base-dir" (any cwd, all within baseDir), "worktrees" (only worktrees
+    # the orchestrator made), "never" (the question is left to a person).
+    trust_workspace: str = "base-dir"
+    # Answer the CLI's "use this API key?" with yes when the spawn's env has it.
+    accept_env_api_key: bool = True
+    # Seconds between a paste and its Enter (a CLI that takes a quick Enter
+    # after a paste as a newline in it needs a moment).
+    enter_after: float = 0.0
     memory_max: str | None = None
     cpu_quota: str | None = None
     tasks_max: str | None = None
@@ -73,12 +87,13 @@ BUILTIN_PROVIDERS: Mapping[str, ProviderConfig] = {
         command=("claude",),
         session_id_args=("--session-id", "{session_id}"),
         resume_args=("--resume", "{session_id}"),
+        quit_input="/exit",
     ),
-    "codex": ProviderConfig(name="codex", kind="codex", command=("codex",)),
-    "gemini": ProviderConfig(name="gemini", kind="gemini", command=("gemini",)),
-    "command": ProviderConfig(
-        name="command", kind="command", enabled=False, compact_settle_seconds=0.2
+    "codex": ProviderConfig(name="codex", kind="codex", command=("codex",), quit_input="/quit"),
+    "gemini": ProviderConfig(
+        name="gemini", kind="gemini", command=("gemini",), quit_input="/quit"
     ),
+    "command": ProviderConfig(name="command", kind="command", enabled=False),
 }
 
 
@@ -166,8 +181,20 @@ def provider_config_from_table(name: str, table: Mapping[str, Any]) -> ProviderC
             changes[key] = _str(key, value)
         elif key == "quit_input":
             changes[key] = _str(key, value) or None
+        elif key == "compact_timeout":
+            changes[key] = _number(key, value, minimum=1, maximum=86400)
+        elif key == "enter_after":
+            changes[key] = _number(key, value, minimum=0, maximum=5)
+        elif key == "trust_workspace":
+            changes[key] = _choice(key, value, TRUST_POLICIES)
+        elif key == "accept_env_api_key":
+            if not isinstance(value, bool):
+                raise ValueError(f"{key}: expected true or false")
+            changes[key] = value
         elif key == "compact_settle_seconds":
-            changes[key] = _number(key, value, minimum=0, maximum=3600)
+            # Gone: a compaction now ends when the agent is ready again.
+            _number(key, value, minimum=0, maximum=3600)
+            log.warning("providers.%s.compact_settle_seconds is no longer used", name)
         elif key == "memory_max":
             changes[key] = _limit(key, value, _MEMORY)
         elif key == "cpu_quota":

@@ -35,6 +35,7 @@ from supervisors._launch import ProcessLauncher
 from ._actor import AgentActor, new_agent_id
 from ._agent import AgentStatus
 from ._config import FleetConfig
+from ._filewatch import FileWatch
 from ._limits import memory_bytes, not_enforced_warning
 from ._output import rotate_if_needed
 from ._params import (
@@ -102,6 +103,7 @@ class AgentFleet:
             base_env=env,
             tmux_available=shutil.which("tmux", path=env.get("PATH")) is not None,
             boot_id=read_boot_id(config.boot_id_file),
+            files=FileWatch(),
         )
         self._ctx.launch_elsewhere = self._launch_elsewhere
         self._ctx.is_live = self._is_live
@@ -197,6 +199,7 @@ class AgentFleet:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 self._ctx.nursery = nursery
+                nursery.start_soon(self._ctx.files.run)
                 async with trio.open_nursery() as adopting:
                     for record in records:
                         adopting.start_soon(self._adopt, record)

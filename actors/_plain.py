@@ -95,7 +95,7 @@ class PlainSession:
         fifo = Path(data["fifo"])
         return cls(fifo=fifo, log=Path(data["log"]), unit=data.get("unit"), stream=_open_fifo(fifo))
 
-    async def send(self, text: str) -> None:
+    async def send(self, text: str, *, enter_after: float = 0.0) -> None:
         if self._stream is None:
             raise CommandRejected("the agent's input is not available")
         await self._stream.send_all((text + "\n").encode())

@@ -23,6 +23,7 @@ from supervisors._launch import ProcessLauncher
 
 from ._agent import AgentState
 from ._config import FleetConfig, ProviderConfig
+from ._filewatch import FileWatch
 from ._params import CommandRejected, SpawnParams
 from ._providers import Provider, find_program
 from ._store import AgentStore, Reporter
@@ -63,6 +64,7 @@ class FleetContext:
     base_env: dict[str, str]
     tmux_available: bool
     boot_id: str | None = None  # this boot's, stored with each record
+    files: FileWatch = attrs.field(factory=FileWatch)  # wakes activity trackers on output
     nursery: trio.Nursery | None = None
     # Starts a prepared launch under another agentId (restart to a new id).
     launch_elsewhere: Callable[[Launch, int], Awaitable[dict[str, object]]] | None = None
@@ -113,13 +115,19 @@ class FleetContext:
         session_id = resume_session
         if session_id is None and provider.supports_sessions():
             session_id = str(uuid.uuid4())
-        argv = provider.argv(params, session_id=session_id, resume=resume_session is not None)
-        if find_program(argv[0], cwd=str(cwd), env=env) is None:
-            raise CommandRejected(f"could not start agent: program not found: {argv[0]}")
         mode = params.workspace_mode
         if mode == "inherit":
             mode = self.config.default_workspace_mode
         repo = await probe_repository(cwd) if mode == "isolated" else None
+        trust = config.trust_workspace
+        argv = provider.argv(
+            params,
+            session_id=session_id,
+            resume=resume_session is not None,
+            trusted=trust == "base-dir" or (trust == "worktrees" and repo is not None),
+        )
+        if find_program(argv[0], cwd=str(cwd), env=env) is None:
+            raise CommandRejected(f"could not start agent: program not found: {argv[0]}")
         return Launch(
             agent_id=agent_id,
             params=params,

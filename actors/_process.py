@@ -243,3 +243,46 @@ class ProcessWatch:
             trio.lowlevel.notify_closing(self._pidfd)
             os.close(self._pidfd)
             self._pidfd = None
+
+
+# A process an agent started: (pid, start time), so that a reused pid is spared.
+TreeMember = tuple[int, float]
+
+
+def tree_of(pid: int) -> list[TreeMember]:
+    """Every process ``pid`` started (children, theirs, …), as they are now."""
+    try:
+        children = psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        return []
+    members = []
+    for child in children:
+        try:
+            members.append((child.pid, child.create_time()))
+        except psutil.Error:
+            continue
+    return members
+
+
+def end_tree(members: Sequence[TreeMember], grace: float) -> int:
+    """End what is left of ``members`` (SIGTERM, SIGKILL after ``grace``); how many were left."""
+    alive = []
+    for pid, created in members:
+        try:
+            process = psutil.Process(pid)
+            if abs(process.create_time() - created) > _TICK or (
+                process.status() == psutil.STATUS_ZOMBIE
+            ):
+                continue
+            process.terminate()
+            alive.append(process)
+        except psutil.Error:
+            continue
+    if alive:
+        _, still = psutil.wait_procs(alive, timeout=grace)
+        for process in still:
+            try:
+                process.kill()
+            except psutil.Error:
+                pass
+    return len(alive)

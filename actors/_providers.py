@@ -6,18 +6,18 @@ whether this host offers it, and shapes its input:
 =========  ==========================================================
 claude     ``claude [--session-id ID] [--model M] [--effort E]
            [--permission-mode P] <providerArgs> [--] [prompt]``
-codex      ``codex [--model M] [-c model_reasoning_effort="E"]
+codex      ``codex --no-daemon [--model M] [-c model_reasoning_effort="E"]
            [approval/sandbox flags] <providerArgs> [--] [prompt]``
-gemini     ``gemini [--model M] [--approval-mode A] <providerArgs>
+gemini     ``gemini [--model M] [--approval-mode A] [--skip-trust] <providerArgs>
            [--prompt-interactive=prompt]``
 command    ``<command> <args> <providerArgs> [session args]`` (the built-in
            ``command`` runs ``providerArgs`` itself); no prompt
 =========  ==========================================================
 
 ``providerModel`` wins over ``model``; ``permissionMode`` over
-``approvalMode``. Compaction types ``compact_input`` as one line and, after
-``compact_settle_seconds``, each memory file as a line ``@<path>`` followed
-by the file's content.
+``approvalMode``. Compaction types ``compact_input`` as one line, waits for
+the agent to be ready again, then types each memory file as ``@<path>``
+followed by the file's content.
 """
 
 from __future__ import annotations
@@ -32,12 +32,14 @@ import attrs
 from ._config import ProviderConfig
 from ._params import CommandRejected, SpawnParams
 
+# What each relay mode is in each CLI today (claude 2.1, codex 0.17x, gemini
+# 0.6x; docs/providers/ has the reasons).
 _CLAUDE_MODES = {
     "guarded": "default",
     "default": "default",
     "acceptEdits": "acceptEdits",
-    "auto": "acceptEdits",
-    "full-auto": "acceptEdits",
+    "auto": "auto",
+    "full-auto": "auto",
     "plan": "plan",
     "read-only": "plan",
     "dontAsk": "dontAsk",
@@ -45,13 +47,13 @@ _CLAUDE_MODES = {
     "yolo": "bypassPermissions",
 }
 _CODEX_MODES: dict[str, tuple[str, ...]] = {
-    "guarded": (),
+    "guarded": ("--sandbox", "read-only", "--ask-for-approval", "on-request"),
     "default": (),
     "read-only": ("--sandbox", "read-only"),
     "plan": ("--sandbox", "read-only"),
-    "acceptEdits": ("--full-auto",),
-    "auto": ("--full-auto",),
-    "full-auto": ("--full-auto",),
+    "acceptEdits": ("--sandbox", "workspace-write", "--ask-for-approval", "on-request"),
+    "auto": ("--approve-for-me",),
+    "full-auto": ("--sandbox", "workspace-write", "--ask-for-approval", "on-request"),
     "dontAsk": ("--ask-for-approval", "never"),
     "bypassPermissions": ("--dangerously-bypass-approvals-and-sandbox",),
     "yolo": ("--dangerously-bypass-approvals-and-sandbox",),
@@ -59,8 +61,8 @@ _CODEX_MODES: dict[str, tuple[str, ...]] = {
 _GEMINI_MODES = {
     "guarded": "default",
     "default": "default",
-    "read-only": "default",
-    "plan": "default",
+    "read-only": "plan",
+    "plan": "plan",
     "acceptEdits": "auto_edit",
     "auto": "auto_edit",
     "full-auto": "auto_edit",
@@ -94,9 +96,16 @@ class Provider:
         return program is None or shutil.which(program, path=path) is not None
 
     def argv(
-        self, params: SpawnParams, *, session_id: str | None = None, resume: bool = False
+        self,
+        params: SpawnParams,
+        *,
+        session_id: str | None = None,
+        resume: bool = False,
+        trusted: bool = False,
     ) -> list[str]:
-        """The agent's argv; ``resume`` continues provider session ``session_id``."""
+        """The agent's argv; ``resume`` continues provider session ``session_id``;
+        ``trusted``: the folder may be trusted without asking (where the CLI
+        has a flag for it)."""
         config = self.config
         argv = [*config.command, *config.args]
         session: list[str] = []
@@ -122,6 +131,9 @@ class Provider:
             if prompt:
                 argv += _positional(prompt)
         elif config.kind == "codex":
+            # No shared background server: the agent is one process tree,
+            # which ends with it.
+            argv.append("--no-daemon")
             if model:
                 argv += ["--model", model]
             if params.effort and _WORD.match(params.effort):
@@ -136,6 +148,8 @@ class Provider:
                 argv += ["--model", model]
             if mode:
                 argv += ["--approval-mode", _GEMINI_MODES[mode]]
+            if trusted:
+                argv.append("--skip-trust")
             argv += params.provider_args
             if prompt:
                 argv.append(f"--prompt-interactive={prompt}")

@@ -57,8 +57,9 @@ class Session(Protocol):
     @property
     def tmux_session(self) -> str | None: ...
 
-    async def send(self, text: str) -> None:
-        """Type ``text`` (one or more lines) into the agent, then Enter."""
+    async def send(self, text: str, *, enter_after: float = 0.0) -> None:
+        """Type ``text`` (one or more lines) into the agent, then Enter
+        (``enter_after`` seconds later, where the session can wait)."""
 
     async def finish(self, status: ExitStatus) -> tuple[ExitStatus, str]:
         """After the process ended: the fullest exit status known, and its last output."""

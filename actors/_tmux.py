@@ -335,6 +335,10 @@ class TmuxSession:
         return self._name
 
     @property
+    def log_path(self) -> Path:
+        return self._log
+
+    @property
     def _target(self) -> str:
         return f"={self._name}:"
 
@@ -350,6 +354,9 @@ class TmuxSession:
         directory: Path,
     ) -> tuple[TmuxSession, int]:
         session = cls(server=server, name=name, log=directory / "output.log")
+        # There before the pane prints, so that it can be watched from the start.
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
+        os.close(os.open(session._log, flags, 0o600))
         path, command = launch_file(directory, argv, cwd, env)
         pipe = "exec cat >> " + shlex.quote(str(session._log)).replace("#", "##")
         args = (
@@ -376,15 +383,41 @@ class TmuxSession:
     def reopen(cls, server: TmuxServer, data: dict[str, Any]) -> TmuxSession:
         return cls(server=server, name=data["name"], log=Path(data["log"]))
 
-    async def send(self, text: str) -> None:
+    async def send(self, text: str, *, enter_after: float = 0.0) -> None:
+        """Paste ``text`` (bracketed) and press Enter; ``enter_after``: seconds
+        between them, for a CLI that takes an Enter right after a paste as
+        part of it."""
         buffer = f"relay-{self._name}"
+        enter = () if enter_after else (";", "send-keys", "-t", self._target, "Enter")
         try:
             await self._server.command(
                 *("load-buffer", "-b", buffer, "-"),
                 *(";", "paste-buffer", "-d", "-p", "-b", buffer, "-t", self._target),
-                *(";", "send-keys", "-t", self._target, "Enter"),
+                *enter,
                 stdin=text.encode(),
             )
+            if enter_after:
+                await trio.sleep(enter_after)
+                await self._server.command("send-keys", "-t", self._target, "Enter")
+        except TmuxError as exc:
+            raise CommandRejected(f"could not type into tmux session {self._name}: {exc}") from None
+
+    async def capture(self) -> str | None:
+        """The pane's screen as text (None: no such pane, or it is dead)."""
+        try:
+            out = await self._server.command(
+                "display-message", "-p", "-t", self._target, "#{pane_dead}",
+                ";", "capture-pane", "-p", "-t", self._target,
+            )  # fmt: skip
+        except TmuxError:
+            return None
+        dead, _, screen = out.partition("\n")
+        return None if dead.strip() == "1" else screen
+
+    async def send_keys(self, keys: Sequence[str]) -> None:
+        """Press ``keys`` (tmux key names, e.g. ``Enter``, ``Down``, ``1``)."""
+        try:
+            await self._server.command("send-keys", "-t", self._target, *keys)
         except TmuxError as exc:
             raise CommandRejected(f"could not type into tmux session {self._name}: {exc}") from None
 

@@ -12,7 +12,8 @@
   records ``term`` and carries on; ``default``: dies of the signal;
 - ``--exit CODE``: exits with CODE right after starting (a crash);
 - a stdin line ``crash N`` prints ``crashing`` to stderr and exits N;
-  ``print TEXT`` prints TEXT on stdout.
+  ``print TEXT`` prints TEXT on stdout; ``sleep SECONDS`` stops reading for
+  that long (input typed meanwhile waits in the pipe).
 
 The record may be a FIFO that the test reads, so the test waits on events.
 """
@@ -67,6 +68,8 @@ def main() -> None:
             sys.exit(int(line.split()[1]))
         if line.startswith("print "):
             print(line[len("print ") :], flush=True)
+        if line.startswith("sleep "):
+            time.sleep(float(line.split()[1]))
 
 
 if __name__ == "__main__":

@@ -155,7 +155,7 @@ class Harness:
         self._records: list[Record] = []
 
     def config(self, session: str = "plain", **overrides: Any) -> FleetConfig:
-        command = {"enabled": True, "session": session, "compact_settle_seconds": 0.05}
+        command = {"enabled": True, "session": session}
         command.update(overrides.pop("command", {}))
         values: dict[str, Any] = {
             "base_dir": self.base,

@@ -44,7 +44,7 @@ async def test_a_second_fleet_adopts_running_agents_and_sees_dead_ones(harness: 
     result = await second.execute(
         "agent.compact", {"agentId": "ag_keep", "memory": {"alwaysReload": ["NOTES.md"]}}, "c3"
     )
-    assert result == {"agentId": "ag_keep", "reloaded": ["NOTES.md"]}
+    assert result == {"agentId": "ag_keep", "compacted": None, "reloaded": ["NOTES.md"]}
     assert await keep.lines(3) == ["/compact", "@NOTES.md", "carry on"]
     # And its exit is watched.
     os.kill(kept["pid"], signal.SIGKILL)
@@ -203,7 +203,7 @@ async def test_tmux_agents_are_adopted_too(harness: Harness) -> None:
     assert agents["ag_tl"]["exit"]["exitCode"] == 4, agents["ag_tl"]
     assert "last words" in agents["ag_tl"]["exit"]["lastOutput"]
     result = await second.execute("agent.compact", {"tmuxSession": "relay-ag_tk"}, "c3")
-    assert result == {"agentId": "ag_tk", "reloaded": []}
+    assert result == {"agentId": "ag_tk", "compacted": None, "reloaded": []}
     assert await keep.line() == "/compact"
 
 

@@ -232,7 +232,7 @@ async def test_compact_types_compact_then_reloads_each_memory_file(harness: Harn
         {"agentId": "ag_c", "memory": {"alwaysReload": ["NOTES.md", "docs/PLAN.md"]}},
         "c2",
     )
-    assert result == {"agentId": "ag_c", "reloaded": ["NOTES.md", "docs/PLAN.md"]}
+    assert result == {"agentId": "ag_c", "compacted": None, "reloaded": ["NOTES.md", "docs/PLAN.md"]}
     assert await record.lines(6) == [
         "/compact",
         "@NOTES.md",
@@ -244,6 +244,7 @@ async def test_compact_types_compact_then_reloads_each_memory_file(harness: Harn
     # Without memory: only the compact input.
     assert await fleet.execute("agent.compact", {"agentId": "ag_c"}, "c3") == {
         "agentId": "ag_c",
+        "compacted": None,
         "reloaded": [],
     }
     assert await record.line() == "/compact"
@@ -423,7 +424,10 @@ async def test_unsupported_command_type(harness: Harness) -> None:
 async def test_fifty_agents_at_once_then_one_agent_serialized_others_concurrent(
     harness: Harness,
 ) -> None:
-    fleet = await harness.start(harness.config(command={"compact_settle_seconds": 2.0}))
+    # ag_00's compaction takes 2 s: its agent sleeps, and its memory file is
+    # larger than the pipe holds.
+    fleet = await harness.start(harness.config(command={"compact_input": "sleep 2"}))
+    (harness.base / "BIG.md").write_text(("y" * 99 + "\n") * 1000)
     records = {f"ag_{i:02d}": harness.record(f"r{i}") for i in range(50)}
     results = {}
 
@@ -450,12 +454,16 @@ async def test_fifty_agents_at_once_then_one_agent_serialized_others_concurrent(
 
     with trio.fail_after(WAIT):
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(run, "compact-00", "agent.compact", {"agentId": "ag_00"})
-            assert await records["ag_00"].line() == "/compact"  # now settling
+            compact = {"agentId": "ag_00", "memory": {"alwaysReload": ["BIG.md"]}}
+            nursery.start_soon(run, "compact-00", "agent.compact", compact)
+            assert await records["ag_00"].line() == "sleep 2"  # now compacting
             nursery.start_soon(run, "stop-00", "agent.stop", {"agentId": "ag_00"})
             nursery.start_soon(run, "stop-01", "agent.stop", {"agentId": "ag_01"})
             assert await records["ag_01"].line() == "term"
+            after = [await records["ag_00"].line()]
+            while after[-1] != "term":
+                after.append(await records["ag_00"].line())
     assert finished.index("stop-01") < finished.index("compact-00") < finished.index("stop-00")
-    assert await records["ag_00"].line() == "term"
+    assert after[0] == "@BIG.md" and len(after) == 1002
     result = await fleet.execute("orchestrator.shutdown", {}, "all")
     assert len(result["stopped"]) == 48

@@ -22,7 +22,25 @@ def test_command_is_off_until_enabled() -> None:
     command = provider_config_from_table("command", {"enabled": True})
     assert command.enabled is True
     assert command.command == ()
-    assert command.compact_settle_seconds == pytest.approx(0.2)
+    assert command.quit_input is None
+
+
+def test_the_cli_providers_quit_as_a_person_would_and_trust_base_dir() -> None:
+    assert BUILTIN_PROVIDERS["claude"].quit_input == "/exit"
+    assert BUILTIN_PROVIDERS["codex"].quit_input == "/quit"
+    assert BUILTIN_PROVIDERS["gemini"].quit_input == "/quit"
+    for name in ("claude", "codex", "gemini"):
+        assert BUILTIN_PROVIDERS[name].trust_workspace == "base-dir"
+        assert BUILTIN_PROVIDERS[name].accept_env_api_key is True
+        assert BUILTIN_PROVIDERS[name].compact_timeout == pytest.approx(600)
+
+
+def test_compact_settle_seconds_is_gone_but_an_old_config_still_loads(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    config = provider_config_from_table("claude", {"compact_settle_seconds": 3})
+    assert config == BUILTIN_PROVIDERS["claude"]
+    assert "compact_settle_seconds is no longer used" in caplog.text
 
 
 def test_every_key_is_accepted() -> None:
@@ -34,7 +52,10 @@ def test_every_key_is_accepted() -> None:
             "executable": "/opt/agent",
             "args": ["--fast"],
             "compact_input": "/compact now",
-            "compact_settle_seconds": 1.5,
+            "compact_timeout": 90,
+            "trust_workspace": "worktrees",
+            "accept_env_api_key": False,
+            "enter_after": 0.2,
             "quit_input": "/exit",
             "memory_max": "512M",
             "cpu_quota": "200%",
@@ -51,6 +72,10 @@ def test_every_key_is_accepted() -> None:
     assert config.tasks_max == "512"
     assert config.quit_input == "/exit"
     assert config.resume_dead_agents == "after-reboot"
+    assert config.compact_timeout == 90
+    assert config.trust_workspace == "worktrees"
+    assert config.accept_env_api_key is False
+    assert config.enter_after == pytest.approx(0.2)
 
 
 def test_a_provider_added_by_config() -> None:
@@ -71,6 +96,10 @@ def test_a_provider_added_by_config() -> None:
         ({"args": [1]}, "args: expected a string"),
         ({"compact_settle_seconds": "1"}, "compact_settle_seconds: expected a number"),
         ({"compact_settle_seconds": -1}, "compact_settle_seconds: must be between 0 and 3600"),
+        ({"compact_timeout": 0}, "compact_timeout: must be between 1 and 86400"),
+        ({"trust_workspace": "all"}, "trust_workspace: must be one of base-dir, worktrees, never"),
+        ({"accept_env_api_key": "yes"}, "accept_env_api_key: expected true or false"),
+        ({"enter_after": 10}, "enter_after: must be between 0 and 5"),
         ({"memory_max": "lots"}, "memory_max: not in systemd syntax: 'lots'"),
         ({"cpu_quota": "2"}, "cpu_quota: not in systemd syntax: '2'"),
         ({"log_max_bytes": True}, "log_max_bytes: expected an integer"),

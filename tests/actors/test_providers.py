@@ -58,18 +58,25 @@ def test_codex_argv() -> None:
         "codex", model="gpt-5", effort="high", permissionMode="full-auto", prompt="fix it"
     ) == [
         "codex",
+        "--no-daemon",
         "--model",
         "gpt-5",
         "-c",
         'model_reasoning_effort="high"',
-        "--full-auto",
+        *("--sandbox", "workspace-write", "--ask-for-approval", "on-request"),
         "fix it",
     ]
     assert argv("codex", permissionMode="yolo") == [
         "codex",
+        "--no-daemon",
         "--dangerously-bypass-approvals-and-sandbox",
     ]
-    assert argv("codex", permissionMode="read-only") == ["codex", "--sandbox", "read-only"]
+    assert argv("codex", permissionMode="read-only") == [
+        "codex", "--no-daemon", "--sandbox", "read-only"
+    ]  # fmt: skip
+    # codex 0.17x has no --full-auto: never emitted, whatever the mode.
+    for mode in ("acceptEdits", "auto", "full-auto"):
+        assert "--full-auto" not in argv("codex", permissionMode=mode)
 
 
 def test_gemini_argv() -> None:
@@ -81,6 +88,11 @@ def test_gemini_argv() -> None:
         "yolo",
         "--prompt-interactive=hi",
     ]
+    gemini = Provider(BUILTIN_PROVIDERS["gemini"])
+    spawn = parse_spawn({"provider": "gemini", "approvalMode": "plan"})
+    assert gemini.argv(spawn, trusted=True) == [
+        "gemini", "--approval-mode", "plan", "--skip-trust"
+    ]  # fmt: skip
 
 
 def test_command_argv_is_provider_args_and_needs_a_program() -> None:

@@ -57,7 +57,7 @@ async def test_spawn_compact_stop_in_tmux(harness: Harness) -> None:
         {"tmuxSession": "relay-ag_t", "memory": {"alwaysReload": ["NOTES.md"]}},
         "c2",
     )
-    assert compact == {"agentId": "ag_t", "reloaded": ["NOTES.md"]}
+    assert compact == {"agentId": "ag_t", "compacted": None, "reloaded": ["NOTES.md"]}
     assert await record.lines(4) == ["/compact", "@NOTES.md", "line one", "line two"]
 
     stopped = await fleet.execute("agent.stop", {"agentId": "ag_t"}, "c3")

@@ -93,7 +93,7 @@ async def test_spawn_compact_restart_stop_through_the_relay(relay: Any, start_or
     compacted = await settle(relay, await api(relay, "POST", "/api/agents/ag_1/action",
                                               {"action": "compact"}))
     assert compacted["status"] == "succeeded", compacted["error"]
-    assert compacted["result"] == {"agentId": "ag_1", "reloaded": ["NOTES.md"]}
+    assert compacted["result"] == {"agentId": "ag_1", "compacted": None, "reloaded": ["NOTES.md"]}
     lines = await wait_lines(record, "and the eggs")
     i = lines.index("/compact")
     assert lines[i + 1:i + 4] == ["@NOTES.md", "remember the milk", "and the eggs"]

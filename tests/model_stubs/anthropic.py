@@ -1,0 +1,340 @@
+"""A stub of the Anthropic Messages API for driving the real Claude Code CLI offline.
+
+    with AnthropicStub(reply="hello") as stub:
+        env = cli_env(home, stub.url)   # run `claude` with this environment
+        stub.wait_for(lambda r: r.kind == "chat", timeout=30)
+
+Serves ``POST /v1/messages`` (streamed as Server-Sent Events when the request
+asks for ``stream: true``, plain JSON otherwise), ``/v1/messages/count_tokens``
+and answers anything else with an empty JSON object. Every request is recorded.
+
+Claude Code sends, besides the conversation itself, side requests to a small
+model (session title, topic detection, ...). They carry no ``tools``; the
+conversation request always does, so ``kind == "chat"`` is a request with tools.
+``/compact`` is a request whose last user message asks for a summary of the
+conversation (``kind == "compact"``); it is answered with ``summary``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import attrs
+
+# The last user message of a /compact request starts with this (Claude Code 2.1).
+_COMPACT_MARKERS = (
+    "Your task is to create a detailed summary of the conversation",
+    "create a detailed summary of the conversation so far",
+)
+_WRAPPERS = ("<system-reminder>", "<local-command-", "<command-name>", "<command-message>")
+
+
+@attrs.frozen
+class Recorded:
+    path: str
+    headers: dict[str, str]
+    body: Any
+    kind: str
+    text: str
+    last_user_text: str
+
+
+def _block_texts(content: Any) -> Iterator[str]:
+    """The text in a message's (or system prompt's) content, tool results included."""
+    if isinstance(content, str):
+        yield content
+        return
+    if not isinstance(content, list):
+        return
+    for block in content:
+        if not isinstance(block, dict):
+            continue
+        if block.get("type") == "text":
+            yield str(block.get("text", ""))
+        elif block.get("type") == "tool_result":
+            yield from _block_texts(block.get("content"))
+
+
+def _texts(body: Any) -> tuple[str, str]:
+    """(all text of the request, text of the last user message)."""
+    if not isinstance(body, dict):
+        return "", ""
+    parts = list(_block_texts(body.get("system")))
+    last_user = ""
+    for message in body.get("messages") or []:
+        if not isinstance(message, dict):
+            continue
+        texts = list(_block_texts(message.get("content")))
+        parts.extend(texts)
+        if message.get("role") == "user":
+            # Claude Code wraps what it adds itself (reminders, the record of
+            # slash commands) in tags, in blocks of their own before the prompt.
+            own = [t for t in texts if not t.lstrip().startswith(_WRAPPERS)]
+            last_user = "\n".join(own or texts)
+    return "\n".join(parts), last_user
+
+
+def _kind(path: str, body: Any, last_user_text: str) -> str:
+    if path.split("?")[0].rstrip("/") != "/v1/messages" or not isinstance(body, dict):
+        return "other"
+    if any(marker in last_user_text for marker in _COMPACT_MARKERS):
+        return "compact"
+    return "chat" if body.get("tools") else "other"
+
+
+class AnthropicStub:
+    def __init__(
+        self,
+        *,
+        reply: str = "stub reply",
+        summary: str = "stub summary of the conversation",
+        compact_delay: float = 0.0,
+        fail_status: int | None = None,
+        reply_delay: float = 0.0,
+        tool_use: tuple[str, dict[str, Any]] | None = None,
+    ) -> None:
+        """``reply_delay``: seconds to wait before answering a chat request.
+        ``tool_use``: (tool name, input): answer chat requests with that tool call
+        unless the last user message carries a tool result (then ``reply``)."""
+        self.reply = reply
+        self.summary = summary
+        self.compact_delay = compact_delay
+        self.fail_status = fail_status
+        self.reply_delay = reply_delay
+        self.tool_use = tool_use
+        self.url = ""
+        self.requests: list[Recorded] = []
+        self._changed = threading.Condition()
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def start(self) -> str:
+        stub = self
+
+        class Handler(_Handler):
+            owner = stub
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        host, port = self._server.server_address[:2]
+        self.url = f"http://{host}:{port}"
+        self._thread = threading.Thread(target=self._server.serve_forever, name="anthropic-stub", daemon=True)
+        self._thread.start()
+        return self.url
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def __enter__(self) -> AnthropicStub:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- inspection ------------------------------------------------------------
+
+    def chats(self) -> list[Recorded]:
+        with self._changed:
+            return [r for r in self.requests if r.kind == "chat"]
+
+    def wait_for(self, predicate: Callable[[Recorded], bool], timeout: float) -> Recorded:
+        deadline = time.monotonic() + timeout
+        seen = 0
+        with self._changed:
+            while True:
+                for recorded in self.requests[seen:]:
+                    if predicate(recorded):
+                        return recorded
+                seen = len(self.requests)
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    summary = [f"{r.kind} {r.path} {r.last_user_text[:60]!r}" for r in self.requests]
+                    raise TimeoutError(f"no matching request in {timeout}s; saw {len(summary)}: {summary}")
+                self._changed.wait(left)
+
+    def _record(self, recorded: Recorded) -> None:
+        with self._changed:
+            self.requests.append(recorded)
+            self._changed.notify_all()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    owner: AnthropicStub
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - silence stderr
+        pass
+
+    def do_GET(self) -> None:
+        self._handle(None)
+
+    def do_HEAD(self) -> None:
+        self._handle(None)
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            body = None
+        self._handle(body)
+
+    def _handle(self, body: Any) -> None:
+        stub = self.owner
+        text, last_user_text = _texts(body)
+        kind = _kind(self.path, body, last_user_text)
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        stub._record(Recorded(self.path, headers, body, kind, text, last_user_text))
+        path = self.path.split("?")[0].rstrip("/")
+
+        if stub.fail_status is not None and path.startswith("/v1/messages"):
+            self._json(stub.fail_status, {
+                "type": "error",
+                "error": {"type": _ERROR_TYPES.get(stub.fail_status, "api_error"), "message": f"stub failure {stub.fail_status}"},
+            })
+            return
+        if path == "/v1/messages/count_tokens":
+            self._json(200, {"input_tokens": max(1, len(text) // 4)})
+            return
+        if path != "/v1/messages" or not isinstance(body, dict):
+            self._json(200, {})
+            return
+
+        blocks: list[dict[str, Any]]
+        if kind == "compact":
+            time.sleep(stub.compact_delay)
+            blocks = [{"type": "text", "text": f"<summary>\n{stub.summary}\n</summary>"}]
+        elif kind == "chat":
+            time.sleep(stub.reply_delay)
+            if stub.tool_use is not None and not _ends_with_tool_result(body):
+                name, tool_input = stub.tool_use
+                blocks = [{"type": "tool_use", "id": f"toolu_{uuid.uuid4().hex[:24]}", "name": name, "input": tool_input}]
+            else:
+                blocks = [{"type": "text", "text": stub.reply}]
+        else:
+            blocks = [{"type": "text", "text": _side_reply(body)}]
+
+        message = {
+            "id": f"msg_{uuid.uuid4().hex[:24]}",
+            "type": "message",
+            "role": "assistant",
+            "model": body.get("model", "claude-stub"),
+            "content": blocks,
+            "stop_reason": "tool_use" if blocks[0]["type"] == "tool_use" else "end_turn",
+            "stop_sequence": None,
+            "usage": {"input_tokens": max(1, len(text) // 4), "output_tokens": 10},
+        }
+        if body.get("stream"):
+            self._stream(message)
+        else:
+            self._json(200, message)
+
+    # -- responses -------------------------------------------------------------
+
+    def _json(self, status: int, payload: Any) -> None:
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+
+    def _stream(self, message: dict[str, Any]) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.close_connection = True
+        blocks = message["content"]
+        head = {**message, "content": [], "stop_reason": None, "usage": {**message["usage"], "output_tokens": 1}}
+        events: list[dict[str, Any]] = [{"type": "message_start", "message": head}]
+        for index, block in enumerate(blocks):
+            if block["type"] == "tool_use":
+                events.append({"type": "content_block_start", "index": index, "content_block": {**block, "input": {}}})
+                delta = {"type": "input_json_delta", "partial_json": json.dumps(block["input"])}
+            else:
+                events.append({"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}})
+                delta = {"type": "text_delta", "text": block["text"]}
+            events.append({"type": "content_block_delta", "index": index, "delta": delta})
+            events.append({"type": "content_block_stop", "index": index})
+        events.append({
+            "type": "message_delta",
+            "delta": {"stop_reason": message["stop_reason"], "stop_sequence": None},
+            "usage": {"output_tokens": message["usage"]["output_tokens"]},
+        })
+        events.append({"type": "message_stop"})
+        for event in events:
+            self.wfile.write(f"event: {event['type']}\ndata: {json.dumps(event)}\n\n".encode())
+            self.wfile.flush()
+
+
+_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    529: "overloaded_error",
+}
+
+
+def _ends_with_tool_result(body: dict[str, Any]) -> bool:
+    messages = body.get("messages") or []
+    if not messages or not isinstance(messages[-1].get("content"), list):
+        return False
+    return any(isinstance(b, dict) and b.get("type") == "tool_result" for b in messages[-1]["content"])
+
+
+def _side_reply(body: dict[str, Any]) -> str:
+    """An answer to a side request that Claude Code can parse (title, topic, ...)."""
+    system = "\n".join(_block_texts(body.get("system")))
+    if "isNewTopic" in system:
+        return json.dumps({"isNewTopic": False, "title": None})
+    if "title" in system.lower():
+        return json.dumps({"title": "Stub session"})
+    return "stub"
+
+
+def cli_env(home: str, base_url: str) -> dict[str, str]:
+    """Make ``home`` look onboarded and return the environment for `claude` to use the stub."""
+    config_path = os.path.join(home, ".claude.json")
+    config: dict[str, Any] = {}
+    if os.path.exists(config_path):
+        with open(config_path) as f:
+            config = json.load(f)
+    config.update({
+        "hasCompletedOnboarding": True,
+        "lastOnboardingVersion": "2.1.332",
+        "theme": "dark",
+    })
+    os.makedirs(os.path.join(home, ".claude"), exist_ok=True)
+    with open(config_path, "w") as f:
+        json.dump(config, f)
+    return {
+        "HOME": home,
+        "ANTHROPIC_BASE_URL": base_url,
+        "ANTHROPIC_API_KEY": "sk-ant-stub-0000000000000000",
+        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+        "DISABLE_AUTOUPDATER": "1",
+        "DISABLE_TELEMETRY": "1",
+        "DISABLE_ERROR_REPORTING": "1",
+        "DISABLE_BUG_COMMAND": "1",
+    }
