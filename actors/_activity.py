@@ -21,13 +21,16 @@ from collections.abc import Awaitable, Callable, Sequence
 import trio
 
 from ._filewatch import Watched
+from ._params import CommandRejected
 from ._screens import Activity, Screen, recognize
 
 log = logging.getLogger("actors")
 
 QUIET = 0.04  # output settles this long before the screen is read
 MAX_DELAY = 0.15  # … but output that keeps flowing is read this often
-ANSWER_LIMIT = 3  # a question answered this often and still there is left to a person
+ANSWER_LIMIT = 8  # keys pressed for one question; still there after them, it is left to a person
+ANSWER_SETTLE = 0.6  # a question's screen holds still this long before a key is pressed
+ANSWER_RECHECK = 1.5  # a key that changed nothing this long is pressed again
 
 Capture = Callable[[], Awaitable[str | None]]
 Answer = Callable[[Screen], Sequence[str] | None]
@@ -57,15 +60,17 @@ class ActivityTracker:
         self.reads = 0
         self._changed = trio.Event()
         self._answered: dict[str, int] = {}
-        self._answered_text: str | None = None  # the screen last answered
+        self._since = 0.0  # when the screen last changed
+        self._recheck_at: float | None = None  # a question's screen is read again then
         self.closed = False
 
     async def run(self) -> None:
         try:
             await self.refresh()
             while True:
-                await self._watched.wait()
-                await self._settle()
+                with trio.move_on_at(self._recheck_at or float("inf")):
+                    await self._watched.wait()
+                    await self._settle()
                 await self.refresh()
         finally:
             self._watched.close()
@@ -84,7 +89,9 @@ class ActivityTracker:
         if text is None:  # the pane is gone
             return self.screen
         self.reads += 1
-        self.text = text
+        if text != self.text:
+            self.text = text
+            self._since = trio.current_time()
         seen = recognize(self._kind, text)
         if seen is None:  # a screen no rule knows: what it was doing goes on
             seen = self.screen
@@ -101,9 +108,17 @@ class ActivityTracker:
         return seen
 
     async def _maybe_answer(self, screen: Screen) -> None:
+        """One key towards the policy's answer, once the question has held still.
+
+        A CLI may draw a dialog, then draw it again from scratch (its
+        selection back to the first option) as its start-up goes on: a key
+        pressed in between would be lost, or an Enter would confirm what the
+        screen no longer shows. So each key waits until the screen has not
+        changed for ANSWER_SETTLE, and one that changed nothing is pressed
+        again after ANSWER_RECHECK.
+        """
+        self._recheck_at = None
         if screen.topic is None or screen.activity is not Activity.ASKING:
-            return
-        if self.text == self._answered_text:  # not taken yet: one press each time
             return
         keys = self._answer(screen)
         if not keys:
@@ -111,10 +126,18 @@ class ActivityTracker:
         count = self._answered.get(screen.topic, 0)
         if count >= ANSWER_LIMIT:
             return
+        now = trio.current_time()
+        if now - self._since < ANSWER_SETTLE:
+            self._recheck_at = self._since + ANSWER_SETTLE
+            return
         self._answered[screen.topic] = count + 1
-        self._answered_text = self.text
-        log.info("answering the %s question (%s)", screen.topic, self._kind)
-        await self._send_keys(keys)
+        self._since = now  # a key changes nothing: it is pressed again after the recheck
+        self._recheck_at = now + ANSWER_RECHECK
+        log.info("answering the %s question (%s): %s", screen.topic, self._kind, keys[0])
+        try:
+            await self._send_keys(keys[:1])
+        except CommandRejected:  # the pane is gone: its end is reported elsewhere
+            pass
 
     def close(self) -> None:
         """The agent ended: whoever waits for a screen stops waiting."""

@@ -26,6 +26,7 @@ import logging
 import os
 import signal
 from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ import trio
 
 from ._activity import ActivityTracker
 from ._agent import AgentState, AgentStatus, ExitInfo, meta_of, now_ms
+from ._cli_config import claude_answers
 from ._limits import memory_limit_reason
 from ._output import make_agent_dir
 from ._params import (
@@ -76,6 +78,7 @@ log = logging.getLogger("actors")
 
 MAILBOX_SIZE = 16
 LAUNCH_BOUND = 30.0  # a start is shielded from cancellation, this long at most
+EARLY_EXIT = 10.0  # an agent that ends this soon after its start: its first lines are kept too
 TAKEN_WITHIN = 3.0  # typed input leaves the prompt line this soon, or Enter is pressed again
 STOPPING_UNSAID = 0.05  # an agent that ends this soon after SIGTERM is never reported stopping
 
@@ -102,6 +105,7 @@ class _Running:
     say_stopping_at: float | None = None  # when a stop still under way is reported
     tracker: ActivityTracker | None = None  # its screen, for providers whose screens are known
     tracker_scope: trio.CancelScope | None = None
+    started: float = attrs.field(factory=trio.current_time)
 
 
 class AgentActor:
@@ -335,6 +339,7 @@ class AgentActor:
             if launch.session_kind == "tmux":
                 assert ctx.nursery is not None
                 await ctx.tmux.ensure(ctx.nursery)
+            await self._answer_ahead(launch, cwd)
             # From here to the record, a cancellation would lose a started agent.
             with trio.CancelScope(shield=True) as scope:
                 scope.deadline = trio.current_time() + LAUNCH_BOUND
@@ -349,6 +354,25 @@ class AgentActor:
             if isinstance(exc, LaunchFailed):
                 raise
             raise LaunchFailed(str(exc)) from None
+
+    async def _answer_ahead(self, launch: Launch, cwd: Path) -> None:
+        """The first-run answers the CLI keeps in its own settings, by policy."""
+        config = launch.provider
+        if config.kind != "claude":
+            return
+        assert self.state is not None
+        trust = config.trust_workspace == "base-dir" or (
+            config.trust_workspace == "worktrees" and self.state.workspace is not None
+            and self.state.workspace.worktree_path is not None
+        )
+        variable = api_key_variable(config.kind)
+        key = launch.params.env.get(variable) if variable and config.accept_env_api_key else None
+        written = await trio.to_thread.run_sync(
+            partial(claude_answers, launch.env, cwd, trust=trust, api_key=key)
+        )
+        if written:
+            log.info("agent %s: %s answered in claude's settings", self.agent_id,
+                     " and ".join(written))
 
     async def _open_session(
         self, launch: Launch, cwd: Path, directory: Path
@@ -405,7 +429,8 @@ class AgentActor:
         status = await running.watch.wait()
         running.watch.close()
         reason = self._oom_reason(running)  # before the unit's cgroup goes away
-        status, output = await running.session.finish(status)
+        early = trio.current_time() - running.started < EARLY_EXIT and not running.stopping
+        status, output = await running.session.finish(status, early=early)
         self._ended(running, running.stopping, status, output, reason=reason)
 
     def _ended(
@@ -469,13 +494,16 @@ class AgentActor:
         self.state.question = None
         self._nursery.start_soon(self._run_tracker, running, tracker)
 
-    @staticmethod
-    async def _run_tracker(running: _Running, tracker: ActivityTracker) -> None:
+    async def _run_tracker(self, running: _Running, tracker: ActivityTracker) -> None:
         with trio.CancelScope() as scope:
             running.tracker_scope = scope
             if running.finished.is_set():
                 return
-            await tracker.run()
+            try:
+                await tracker.run()
+            except Exception:  # the agent goes on without its activity, never the fleet
+                log.exception("agent %s: its activity is no longer followed", self.agent_id)
+                tracker.close()
 
     def _activity_changed(self, screen: Screen) -> None:
         state = self.state

@@ -82,6 +82,21 @@ def last_lines(text: str, count: int = LAST_LINES) -> str:
     return tail[-_MAX_LAST_OUTPUT:]
 
 
+def head_and_tail(text: str, count: int = LAST_LINES) -> str:
+    """The first and the last lines of ``text``, ``count`` in all: a program
+    that ends at once may have said why at the top (its usage error) and
+    printed its help below."""
+    lines = [line.rstrip() for line in text.splitlines()]
+    while lines and not lines[-1]:
+        lines.pop()
+    while lines and not lines[0]:
+        lines.pop(0)
+    if len(lines) > count:
+        half = count // 2
+        lines = [*lines[:half], "…", *lines[-half:]]
+    return "\n".join(lines)[-_MAX_LAST_OUTPUT:]
+
+
 def tail(path: Path, count: int = LAST_LINES) -> str:
     """The last ``count`` lines of the log ``path`` ("" when it does not exist)."""
     data, complete = _read_end(path, _TAIL_BYTES)

@@ -100,7 +100,7 @@ class PlainSession:
             raise CommandRejected("the agent's input is not available")
         await self._stream.send_all((text + "\n").encode())
 
-    async def finish(self, status: ExitStatus) -> tuple[ExitStatus, str]:
+    async def finish(self, status: ExitStatus, *, early: bool = False) -> tuple[ExitStatus, str]:
         self.close()
         return status, tail(self._log)
 

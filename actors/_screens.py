@@ -41,7 +41,7 @@ class Screen:
     activity: Activity
     question: str | None = None
     topic: str | None = None  # "trust", "api-key" (answered by policy), else None
-    answer: tuple[str, ...] = ()  # tmux keys that answer yes to ``topic``
+    answer: tuple[str, ...] = ()  # the next tmux key towards answering yes to ``topic``
     input_line: str = ""  # the first line of the input box (ready or busy)
     compact_refused: bool = False  # the CLI said it will not compact now
     compact_done: bool = False  # the CLI said it compacted (since the last /compact)
@@ -84,9 +84,11 @@ def _question(lines: Sequence[str], start: int) -> str:
 
 
 def _choose(lines: Sequence[str], start: int, target: re.Pattern[str]) -> tuple[str, ...]:
-    """Keys that move a list's selection from its selected option to ``target``'s
-    option and confirm it; () when either cannot be found."""
-    options: list[tuple[int, bool]] = []  # (line, selected) of each option line
+    """The next key towards choosing ``target``'s option in a list: a move
+    towards it while another is selected, Enter once it is (one key at a
+    time, so that Enter never confirms an option the screen does not show
+    selected); () when either cannot be found."""
+    options: list[bool] = []  # whether each option line is the selected one
     goal = None
     for index in range(start, len(lines)):
         line = _clean(lines[index])
@@ -96,14 +98,15 @@ def _choose(lines: Sequence[str], start: int, target: re.Pattern[str]) -> tuple[
         label = line[1:].strip() if selected else line
         if target.search(label):
             goal = len(options)
-            options.append((index, selected))
+            options.append(selected)
         elif selected or re.match(r"^\d+\.\s", label):
-            options.append((index, selected))
-    current = next((i for i, (_, chosen) in enumerate(options) if chosen), None)
+            options.append(selected)
+    current = next((i for i, chosen in enumerate(options) if chosen), None)
     if goal is None or current is None:
         return ()
-    step = "Down" if goal > current else "Up"
-    return (*[step] * abs(goal - current), "Enter")
+    if goal == current:
+        return ("Enter",)
+    return ("Down",) if goal > current else ("Up",)
 
 
 def _box(lines: Sequence[str], prompt: re.Pattern[str]) -> int | None:

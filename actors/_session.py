@@ -61,8 +61,9 @@ class Session(Protocol):
         """Type ``text`` (one or more lines) into the agent, then Enter
         (``enter_after`` seconds later, where the session can wait)."""
 
-    async def finish(self, status: ExitStatus) -> tuple[ExitStatus, str]:
-        """After the process ended: the fullest exit status known, and its last output."""
+    async def finish(self, status: ExitStatus, *, early: bool = False) -> tuple[ExitStatus, str]:
+        """After the process ended: the fullest exit status known, and its last
+        output (``early``: it ended as it started, so its first lines too)."""
 
     def close(self) -> None:
         """Let go of our handles; the agent keeps running."""

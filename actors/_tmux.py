@@ -38,7 +38,7 @@ import trio
 
 from supervisors._launch import LaunchSpec, ProcessLauncher
 
-from ._output import last_lines, tail
+from ._output import head_and_tail, last_lines, tail
 from ._params import CommandRejected
 from ._process import ExitStatus, ProcessWatch, identify, signal_name
 from ._session import ORCHESTRATOR_ONLY, LaunchFailed
@@ -421,7 +421,7 @@ class TmuxSession:
         except TmuxError as exc:
             raise CommandRejected(f"could not type into tmux session {self._name}: {exc}") from None
 
-    async def _remains(self) -> tuple[ExitStatus, str] | None:
+    async def _remains(self, early: bool = False) -> tuple[ExitStatus, str] | None:
         """The dead pane's exit status and last lines (None: no such pane),
         and the session gone with it.
 
@@ -449,9 +449,10 @@ class TmuxSession:
                         for line in captured.splitlines()
                         if not line.startswith("Pane is dead")
                     ]
+                    said = (head_and_tail if early else last_lines)("\n".join(lines))
                     if code.isdigit():
-                        return ExitStatus(exit_code=int(code)), last_lines("\n".join(lines))
-                    return ExitStatus(signal=signal_name(int(sig))), last_lines("\n".join(lines))
+                        return ExitStatus(exit_code=int(code)), said
+                    return ExitStatus(signal=signal_name(int(sig))), said
                 # tmux has not reaped the pane yet. tmux 3.3 now and then
                 # misses a SIGCHLD (when the pane and its pipe-pane end close
                 # together) and would leave the pane a zombie until the next
@@ -460,8 +461,8 @@ class TmuxSession:
                 await trio.sleep(0.01)
         return ExitStatus(), ""
 
-    async def finish(self, status: ExitStatus) -> tuple[ExitStatus, str]:
-        remains = await self._remains()
+    async def finish(self, status: ExitStatus, *, early: bool = False) -> tuple[ExitStatus, str]:
+        remains = await self._remains(early)
         output = ""
         if remains is not None:
             dead, output = remains

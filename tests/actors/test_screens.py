@@ -84,8 +84,8 @@ def test_each_screen_is_recognized_as_what_it_is(name: str) -> None:
 @pytest.mark.parametrize(
     ("name", "keys"),
     [
-        ("claude/trust", ("Down", "Enter")),  # "No, exit" is selected first
-        ("claude/api_key", ("Up", "Enter")),  # "No (recommended)" is selected first
+        ("claude/trust", ("Down",)),  # "No, exit" is selected first
+        ("claude/api_key", ("Up",)),  # "No (recommended)" is selected first
         ("codex/trust", ("Enter",)),
         ("gemini/trust", ("Enter",)),
     ],
@@ -95,6 +95,19 @@ def test_the_two_questions_answered_by_policy_have_keys_that_say_yes(
 ) -> None:
     seen = recognize(name.split("/")[0], read(name))
     assert seen is not None and seen.answer == keys
+
+
+def test_enter_only_once_the_screen_shows_yes_selected() -> None:
+    moved = read("claude/trust").replace("❯ No, exit", "  No, exit").replace(
+        "   Yes, I trust this folder", " ❯ Yes, I trust this folder"
+    )
+    seen = recognize("claude", moved)
+    assert seen is not None and seen.topic == "trust" and seen.answer == ("Enter",)
+    key = read("claude/api_key").replace("❯ No (recommended)", "  No (recommended)").replace(
+        "    Yes", "  ❯ Yes", 1
+    )
+    seen = recognize("claude", key)
+    assert seen is not None and seen.topic == "api-key" and seen.answer == ("Enter",)
 
 
 def test_other_questions_carry_no_answer() -> None:

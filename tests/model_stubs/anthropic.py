@@ -228,7 +228,7 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             blocks = [{"type": "text", "text": _side_reply(body)}]
 
-        message = {
+        message: dict[str, Any] = {
             "id": f"msg_{uuid.uuid4().hex[:24]}",
             "type": "message",
             "role": "assistant",
@@ -238,6 +238,15 @@ class _Handler(BaseHTTPRequestHandler):
             "stop_sequence": None,
             "usage": {"input_tokens": max(1, len(text) // 4), "output_tokens": 10},
         }
+        if body.get("safeguards"):
+            # Auto mode asks the API to judge tool calls; without an answer it
+            # stops to say that its safety check is unavailable. Judge them harmless.
+            message["safeguard_results"] = [{
+                "type": "dangerous_tool_use",
+                "status": {"type": "available", "tool_uses": {
+                    b["id"]: {"type": "evaluated", "outcome": "not_flagged"} for b in blocks if b["type"] == "tool_use"
+                }},
+            }]
         if body.get("stream"):
             self._stream(message)
         else:
@@ -262,6 +271,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.close_connection = True
         blocks = message["content"]
+        safeguards = message.pop("safeguard_results", None)
         head = {**message, "content": [], "stop_reason": None, "usage": {**message["usage"], "output_tokens": 1}}
         events: list[dict[str, Any]] = [{"type": "message_start", "message": head}]
         for index, block in enumerate(blocks):
@@ -273,11 +283,10 @@ class _Handler(BaseHTTPRequestHandler):
                 delta = {"type": "text_delta", "text": block["text"]}
             events.append({"type": "content_block_delta", "index": index, "delta": delta})
             events.append({"type": "content_block_stop", "index": index})
-        events.append({
-            "type": "message_delta",
-            "delta": {"stop_reason": message["stop_reason"], "stop_sequence": None},
-            "usage": {"output_tokens": message["usage"]["output_tokens"]},
-        })
+        final: dict[str, Any] = {"stop_reason": message["stop_reason"], "stop_sequence": None}
+        if safeguards is not None:
+            final["safeguard_results"] = safeguards
+        events.append({"type": "message_delta", "delta": final, "usage": {"output_tokens": message["usage"]["output_tokens"]}})
         events.append({"type": "message_stop"})
         for event in events:
             self.wfile.write(f"event: {event['type']}\ndata: {json.dumps(event)}\n\n".encode())

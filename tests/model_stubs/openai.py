@@ -135,7 +135,7 @@ class OpenAIStub:
                 pass
 
             def do_GET(self) -> None:
-                stub._handle(self, None)
+                stub._serve(self, None)
 
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
@@ -147,7 +147,7 @@ class OpenAIStub:
                         body = json.loads(raw) if raw else None
                     except ValueError:
                         body = None
-                stub._handle(self, body)
+                stub._serve(self, body)
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
@@ -191,6 +191,12 @@ class OpenAIStub:
                 self._cond.wait(left)
 
     # -- serving -----------------------------------------------------------
+    def _serve(self, h: BaseHTTPRequestHandler, body: Any) -> None:
+        try:
+            self._handle(h, body)
+        except (BrokenPipeError, ConnectionResetError):  # the CLI gave up (Esc, quit)
+            h.close_connection = True
+
     def _handle(self, h: BaseHTTPRequestHandler, body: Any) -> None:
         path = h.path.split("?", 1)[0]
         headers = {k.lower(): v for k, v in h.headers.items()}
@@ -217,22 +223,25 @@ class OpenAIStub:
             self._stream(h, [self._message(self.summary)])
         elif kind == "chat":
             time.sleep(self.reply_delay)
-            self._stream(h, self._chat_output(body))
+            self._stream(h, self._chat_output(body, text))
         elif path.rstrip("/").endswith("/responses"):
             # Structured-output side requests (thread title): a JSON answer.
             self._stream(h, [self._message(json.dumps({"title": "Stub task"}))])
         else:
             self._json(h, 404, {"error": {"message": f"no route {path}", "type": "not_found"}})
 
-    def _chat_output(self, body: Any) -> list[dict[str, Any]]:
+    def _chat_output(self, body: Any, text: str) -> list[dict[str, Any]]:
         items = body.get("input") if isinstance(body, dict) else None
         last = items[-1] if isinstance(items, list) and items else {}
         answering_tool = isinstance(last, dict) and last.get("type", "").endswith("_output")
         if self.shell_command and not answering_tool:
-            # Codex's shell tool is `exec_command`; asking for escalation makes
-            # it an approval question under `-a on-request`.
-            args = {"cmd": self.shell_command, "sandbox_permissions": "require_escalated",
-                    "justification": f"Run {self.shell_command}?"}
+            # Codex's shell tool is `exec_command`. Asking for escalation makes it
+            # an approval question under `-a on-request`; under approval "never"
+            # (`-a never`, bypass/yolo) escalation is refused, so ask plainly.
+            args: dict[str, str] = {"cmd": self.shell_command}
+            if "Approval policy is currently never" not in text:
+                args["sandbox_permissions"] = "require_escalated"
+                args["justification"] = f"Run {self.shell_command}?"
             return [{"type": "function_call", "id": f"fc_{uuid.uuid4().hex[:12]}",
                      "call_id": f"call_{uuid.uuid4().hex[:12]}", "name": "exec_command",
                      "arguments": json.dumps(args)}]
