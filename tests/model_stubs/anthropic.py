@@ -8,11 +8,16 @@ Serves ``POST /v1/messages`` (streamed as Server-Sent Events when the request
 asks for ``stream: true``, plain JSON otherwise), ``/v1/messages/count_tokens``
 and answers anything else with an empty JSON object. Every request is recorded.
 
-Claude Code sends, besides the conversation itself, side requests to a small
-model (session title, topic detection, ...). They carry no ``tools``; the
-conversation request always does, so ``kind == "chat"`` is a request with tools.
-``/compact`` is a request whose last user message asks for a summary of the
-conversation (``kind == "compact"``); it is answered with ``summary``.
+Claude Code sends, besides the conversation itself, side requests (the session
+title, unless nonessential traffic is switched off). They carry no ``tools``;
+the conversation request always does, so ``kind == "chat"`` is a request with
+tools. ``/compact`` sends the conversation with tools too, its last user
+message asking for "a detailed summary of the conversation so far"
+(``kind == "compact"``); it is answered with ``summary``.
+
+``last_user_text`` is the last block of the last user message: what was typed
+(Claude Code puts the blocks it adds, reminders and the like, before it) or
+the last tool result.
 """
 
 from __future__ import annotations
@@ -28,11 +33,8 @@ from typing import Any
 
 import attrs
 
-# The last user message of a /compact request starts with this (Claude Code 2.1).
-_COMPACT_MARKERS = (
-    "Your task is to create a detailed summary of the conversation",
-    "create a detailed summary of the conversation so far",
-)
+# The last user message of a /compact request says this (Claude Code 2.1).
+_COMPACT_MARKER = "create a detailed summary of the conversation"
 _WRAPPERS = ("<system-reminder>", "<local-command-", "<command-name>", "<command-message>")
 
 
@@ -73,18 +75,18 @@ def _texts(body: Any) -> tuple[str, str]:
             continue
         texts = list(_block_texts(message.get("content")))
         parts.extend(texts)
-        if message.get("role") == "user":
-            # Claude Code wraps what it adds itself (reminders, the record of
-            # slash commands) in tags, in blocks of their own before the prompt.
+        if message.get("role") == "user" and texts:
+            # The prompt is the last block; Claude Code puts what it adds itself
+            # (reminders, the record of slash commands, a summary) before it.
             own = [t for t in texts if not t.lstrip().startswith(_WRAPPERS)]
-            last_user = "\n".join(own or texts)
+            last_user = (own or texts)[-1]
     return "\n".join(parts), last_user
 
 
 def _kind(path: str, body: Any, last_user_text: str) -> str:
     if path.split("?")[0].rstrip("/") != "/v1/messages" or not isinstance(body, dict):
         return "other"
-    if any(marker in last_user_text for marker in _COMPACT_MARKERS):
+    if _COMPACT_MARKER in last_user_text:
         return "compact"
     return "chat" if body.get("tools") else "other"
 
@@ -313,37 +315,42 @@ def _ends_with_tool_result(body: dict[str, Any]) -> bool:
 
 
 def _side_reply(body: dict[str, Any]) -> str:
-    """An answer to a side request that Claude Code can parse (title, topic, ...)."""
-    system = "\n".join(_block_texts(body.get("system")))
-    if "isNewTopic" in system:
-        return json.dumps({"isNewTopic": False, "title": None})
-    if "title" in system.lower():
+    """An answer to a side request that Claude Code can parse (the session title: JSON)."""
+    if "title" in "\n".join(_block_texts(body.get("system"))).lower():
         return json.dumps({"title": "Stub session"})
     return "stub"
 
 
 def cli_env(home: str, base_url: str) -> dict[str, str]:
-    """Make ``home`` look onboarded and return the environment for `claude` to use the stub."""
+    """Make ``home`` look like a machine where the user did Claude Code's onboarding
+    (without it, claude checks that api.anthropic.com is reachable and exits) and
+    return the environment for `claude` to talk to the stub.
+
+    The folder trust and the API key approval are left for the caller to answer.
+    Claude retries failed requests 10 times (about 3 minutes): add
+    ``CLAUDE_CODE_MAX_RETRIES=0`` to see an error at once.
+    """
     config_path = os.path.join(home, ".claude.json")
     config: dict[str, Any] = {}
     if os.path.exists(config_path):
         with open(config_path) as f:
             config = json.load(f)
-    config.update({
-        "hasCompletedOnboarding": True,
-        "lastOnboardingVersion": "2.1.332",
-        "theme": "dark",
-    })
-    os.makedirs(os.path.join(home, ".claude"), exist_ok=True)
+    config["hasCompletedOnboarding"] = True
     with open(config_path, "w") as f:
         json.dump(config, f)
+    # Claude keeps its scratch files and its messaging socket in /tmp otherwise.
+    tmp, run = os.path.join(home, "tmp"), os.path.join(home, "run")
+    os.makedirs(tmp, exist_ok=True)
+    os.makedirs(run, mode=0o700, exist_ok=True)
     return {
         "HOME": home,
+        "CLAUDE_CODE_TMPDIR": tmp,
+        "XDG_RUNTIME_DIR": run,
         "ANTHROPIC_BASE_URL": base_url,
         "ANTHROPIC_API_KEY": "sk-ant-stub-0000000000000000",
+        # No title generation, no preconnect, no telemetry or update checks.
         "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
         "DISABLE_AUTOUPDATER": "1",
         "DISABLE_TELEMETRY": "1",
         "DISABLE_ERROR_REPORTING": "1",
-        "DISABLE_BUG_COMMAND": "1",
     }

@@ -1,5 +1,9 @@
 """Loopback stub of the Gemini API (generativelanguage v1beta) for gemini-cli 0.61.
 
+    with GeminiStub(reply="hello") as stub:
+        env = cli_env(home, stub.url)   # run `gemini` with this environment
+        stub.wait_for(lambda r: r.kind == "chat", timeout=30)
+
 gemini-cli is pointed at it with ``GOOGLE_GEMINI_BASE_URL`` (honoured for the
 ``gemini-api-key`` auth type; plain http is allowed for 127.0.0.1/localhost).
 The CLI then calls ``POST {base}/v1beta/models/{model}:{method}`` with
@@ -15,6 +19,12 @@ The CLI then calls ``POST {base}/v1beta/models/{model}:{method}`` with
 Everything that is not a chat turn or a compaction is recorded as "other" and
 answered so that the CLI proceeds (JSON-mode requests get an object filled from
 their response schema, preferring ``"user"`` for enums such as next_speaker).
+
+``last_user_text`` is the text of the last user content without the
+``<session_context>`` part the CLI adds to the first turn; ``@file`` contents the
+CLI inlines are included; it is "" for a turn that only returns a tool result.
+``usageMetadata.promptTokenCount`` is the request size / 4, which keeps
+``/compress`` from being rejected as "not beneficial".
 """
 
 from __future__ import annotations
@@ -94,7 +104,10 @@ def _fill_schema(schema: Any) -> Any:
 
 
 def _google_error(status: int) -> dict[str, Any]:
-    phrase = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error"
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        phrase = "Error"
     names = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED",
              404: "NOT_FOUND", 429: "RESOURCE_EXHAUSTED", 500: "INTERNAL", 503: "UNAVAILABLE"}
     return {"error": {"code": status, "message": f"stub error: {phrase}",
@@ -133,6 +146,9 @@ class GeminiStub:
                 pass
 
             def do_GET(self) -> None:
+                stub._handle(self, None)
+
+            def do_HEAD(self) -> None:
                 stub._handle(self, None)
 
             def do_POST(self) -> None:
