@@ -29,6 +29,7 @@ log = logging.getLogger("actors")
 QUIET = 0.04  # output settles this long before the screen is read
 MAX_DELAY = 0.15  # … but output that keeps flowing is read this often
 ANSWER_LIMIT = 8  # keys pressed for one question; still there after them, it is left to a person
+STARTUP_SETTLE = 0.8  # a prompt at start-up holds still this long before it counts as ready
 ANSWER_SETTLE = 0.6  # a question's screen holds still this long before a key is pressed
 ANSWER_RECHECK = 1.5  # a key that changed nothing this long is pressed again
 
@@ -89,6 +90,7 @@ class ActivityTracker:
         if text is None:  # the pane is gone
             return self.screen
         self.reads += 1
+        self._recheck_at = None
         if text != self.text:
             self.text = text
             self._since = trio.current_time()
@@ -97,6 +99,15 @@ class ActivityTracker:
             seen = self.screen
             if seen.activity is Activity.READY:  # it changed, so it is at work
                 seen = Screen(activity=Activity.BUSY)
+        elif (
+            self.screen.activity is Activity.STARTING
+            and seen.activity is Activity.READY
+            and trio.current_time() - self._since < STARTUP_SETTLE
+        ):
+            # A CLI may draw its prompt, then a first-run question over it:
+            # ready at start-up only once the prompt has held still.
+            self._recheck_at = self._since + STARTUP_SETTLE
+            seen = self.screen
         if seen.activity is not self.screen.activity or seen.question != self.screen.question:
             self.screen = seen
             self._on_change(seen)
@@ -117,7 +128,6 @@ class ActivityTracker:
         changed for ANSWER_SETTLE, and one that changed nothing is pressed
         again after ANSWER_RECHECK.
         """
-        self._recheck_at = None
         if screen.topic is None or screen.activity is not Activity.ASKING:
             return
         keys = self._answer(screen)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import time
 from collections.abc import Awaitable, Callable
 from functools import partial
 from pathlib import Path
@@ -69,6 +70,7 @@ from ._resume import (
 )
 from ._screens import Activity, Screen, api_key_variable, has_screens
 from ._session import LaunchFailed, Session
+from ._sessions import codex_session_id
 from ._store import RECORD_VERSION
 from ._tmux import TmuxSession
 from ._usage import Usage, UsageProbe
@@ -78,6 +80,7 @@ log = logging.getLogger("actors")
 
 MAILBOX_SIZE = 16
 LAUNCH_BOUND = 30.0  # a start is shielded from cancellation, this long at most
+COMPACT_BEGIN = 5.0  # a compaction shows on the screen this soon, or the CLI did none
 EARLY_EXIT = 10.0  # an agent that ends this soon after its start: its first lines are kept too
 TAKEN_WITHIN = 3.0  # typed input leaves the prompt line this soon, or Enter is pressed again
 STOPPING_UNSAID = 0.05  # an agent that ends this soon after SIGTERM is never reported stopping
@@ -106,6 +109,8 @@ class _Running:
     tracker: ActivityTracker | None = None  # its screen, for providers whose screens are known
     tracker_scope: trio.CancelScope | None = None
     started: float = attrs.field(factory=trio.current_time)
+    started_wall: float = attrs.field(factory=time.time)
+    learning: bool = False  # its CLI's session id is being looked for
 
 
 class AgentActor:
@@ -513,6 +518,37 @@ class AgentActor:
         state.question = screen.question
         log.info("agent %s is %s", self.agent_id, state.activity)  # never the question
         self._commit()
+        running = self._running
+        config = self._ctx.config.provider(state.provider)
+        if (
+            screen.activity is Activity.READY
+            and state.provider_session_id is None
+            and config is not None
+            and config.kind == "codex"
+            and running is not None
+            and not running.learning
+            and self._nursery is not None
+        ):
+            running.learning = True
+            self._nursery.start_soon(self._learn_session, running)
+
+    async def _learn_session(self, running: _Running) -> None:
+        """codex names its session itself: read the id back from what it wrote."""
+        state = self.state
+        try:
+            if state is None or self.params is None:
+                return
+            env = {**self._ctx.base_env, **self.params.env}
+            found = await trio.to_thread.run_sync(
+                partial(codex_session_id, env, Path(state.cwd), since=running.started_wall,
+                        taken=self._ctx.session_ids())
+            )
+            if found is not None and self._running is running and state.provider_session_id is None:
+                state.provider_session_id = found
+                self._commit()
+                log.info("agent %s: provider session %s", self.agent_id, found)
+        finally:
+            running.learning = False
 
     def _answer(self, screen: Screen) -> tuple[str, ...] | None:
         """The keys that answer ``screen``'s question, where policy says so."""
@@ -709,14 +745,15 @@ class AgentActor:
         self, running: _Running, tracker: ActivityTracker, within: float
     ) -> bool:
         """After ``/compact``: until it has begun (or the CLI refused it), then
-        until the agent is ready again. Whether it compacted."""
+        until the agent is ready again. Whether it compacted: a CLI that said
+        no, or showed no compaction at all within COMPACT_BEGIN, did not."""
         screen = await tracker.wait_for(
             lambda s: s.activity is Activity.BUSY or s.compact_refused or s.compact_done,
-            self._ctx.config.input_timeout,
+            COMPACT_BEGIN,
             stop=lambda s: s.waiting,
         )
-        refused = screen.compact_refused
-        if not refused:
+        began = screen.activity is Activity.BUSY or screen.compact_done
+        if began and not screen.compact_refused:
             screen = await tracker.wait_for(
                 lambda s: s.activity is Activity.READY, within, stop=lambda s: s.waiting
             )
@@ -728,7 +765,7 @@ class AgentActor:
             raise CommandRejected(
                 f"agent {self.agent_id} did not finish compacting within {within:g} s"
             )
-        return not refused
+        return began and not screen.compact_refused
 
     async def _type(self, running: _Running, text: str) -> None:
         """Type into the agent: only when it is ready (if its screens are known)."""
@@ -818,6 +855,10 @@ class AgentActor:
         config = self._ctx.config.provider(self.state.provider)
         policy = config.resume_dead_agents if config is not None else "never"
         if not wants_resume(policy, rebooted):
+            return
+        if config is not None and config.resume_args and not self.state.provider_session_id:
+            log.warning("agent %s: not resumed: its CLI's session id was never learnt",
+                        self.agent_id)
             return
         try:
             launch = await self._ctx.prepare(

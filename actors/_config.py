@@ -89,9 +89,22 @@ BUILTIN_PROVIDERS: Mapping[str, ProviderConfig] = {
         resume_args=("--resume", "{session_id}"),
         quit_input="/exit",
     ),
-    "codex": ProviderConfig(name="codex", kind="codex", command=("codex",), quit_input="/quit"),
+    # codex names its session itself (learnt from its rollout file, _sessions.py).
+    "codex": ProviderConfig(
+        name="codex",
+        kind="codex",
+        command=("codex",),
+        resume_args=("resume", "{session_id}"),
+        quit_input="/quit",
+    ),
     "gemini": ProviderConfig(
-        name="gemini", kind="gemini", command=("gemini",), quit_input="/quit"
+        name="gemini",
+        kind="gemini",
+        command=("gemini",),
+        session_id_args=("--session-id", "{session_id}"),
+        resume_args=("--resume", "{session_id}"),
+        compact_input="/compress",
+        quit_input="/quit",
     ),
     "command": ProviderConfig(name="command", kind="command", enabled=False),
 }

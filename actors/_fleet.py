@@ -107,6 +107,7 @@ class AgentFleet:
         )
         self._ctx.launch_elsewhere = self._launch_elsewhere
         self._ctx.is_live = self._is_live
+        self._ctx.session_ids = self._session_ids
         self._actors: dict[str, AgentActor] = {}
         self._nursery: trio.Nursery | None = None
         self._warnings: dict[tuple[str, str], str] = {}
@@ -287,6 +288,13 @@ class AgentFleet:
             return await actor.call(kind, params)
         finally:
             self._forget(actor)
+
+    def _session_ids(self) -> set[str]:
+        return {
+            actor.state.provider_session_id
+            for actor in self._actors.values()
+            if actor.state is not None and actor.state.provider_session_id
+        }
 
     def _is_live(self, agent_id: str) -> bool:
         actor = self._actors.get(agent_id)

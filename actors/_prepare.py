@@ -70,6 +70,9 @@ class FleetContext:
     launch_elsewhere: Callable[[Launch, int], Awaitable[dict[str, object]]] | None = None
     # Whether the agent with this id is alive (starting, running, stopping).
     is_live: Callable[[str], bool] = lambda agent_id: False
+    # The provider session ids the fleet's agents have (a CLI's own session,
+    # learnt after its start, is never one of these).
+    session_ids: Callable[[], set[str]] = lambda: set()
 
     @property
     def path(self) -> str | None:

@@ -122,6 +122,8 @@ _CLAUDE_API_KEY = re.compile(r"Do you want to use this API key\?")
 _CLAUDE_LOGIN = re.compile(
     r"Select login method|Log in with your|Choose the text style|Missing API key|/login"
 )
+_CLAUDE_PLACEHOLDERS = ("Once fixed, resend your message", "Resend your message to try again")
+_CLAUDE_NO_LOGIN = re.compile(r"Not logged in|Please run /login")
 _CLAUDE_REFUSED = re.compile(r"(Not enough|No) messages to compact|Error compacting")
 _DIALOG_HINT = re.compile(
     r"Enter to confirm|Esc to cancel|esc to cancel|Do you want to|Esc to clear|Type to search"
@@ -139,6 +141,12 @@ def _claude(text: str) -> Screen | None:
         return _claude_dialog(lines)
     under = lines[box + 1 :]
     input_line = _clean(lines[box][1:])
+    if input_line in _CLAUDE_PLACEHOLDERS:  # drawn dim in an empty box
+        input_line = ""
+    turn = _last(lines[: box - 1], lambda line: bool(_CLAUDE_PROMPT.match(line)))
+    if turn is not None and any(_CLAUDE_NO_LOGIN.search(line) for line in lines[turn : box]):
+        start = next(i for i in range(turn, box) if _CLAUDE_NO_LOGIN.search(lines[i]))
+        return screen(Activity.NEEDS_LOGIN, question=_question(lines[: box - 1], start))
     since = _last(lines[:box], lambda line: line.replace("\u00a0", " ").startswith("❯ /compact"))
     after = "\n".join(lines[since:box]) if since is not None else ""
     refused = bool(_CLAUDE_REFUSED.search(after))
@@ -179,7 +187,8 @@ _CODEX_LOGIN = re.compile(
 )
 _CODEX_QUESTION = re.compile(r"Would you like to|Allow Codex to|Do you want to")
 _CODEX_ASK = re.compile(
-    r"Would you like to|Allow Codex|approve|esc back|enter continue|Press enter to confirm",
+    r"Would you like to|Allow Codex|approve|esc back|enter continue|Press enter to confirm|"
+    r"enter/esc confirm",
     re.IGNORECASE,
 )
 

@@ -14,6 +14,23 @@ FIXTURES = Path(__file__).parents[1] / "fixtures" / "screens"
 # the test below: every screen a pinned CLI shows has a known meaning.
 EXPECTED: dict[str, tuple[Activity | None, str | None]] = {
     "claude/api_key": (Activity.ASKING, "api-key"),
+    "claude/auto_mode_check_unavailable": (Activity.ASKING, None),
+    "claude/interrupted": (Activity.READY, None),
+    "claude/login": (Activity.NEEDS_LOGIN, None),
+    "claude/model_error_401": (Activity.NEEDS_LOGIN, None),  # "Please run /login"
+    "claude/model_error_500": (Activity.READY, None),
+    "claude/not_logged_in": (Activity.READY, None),  # says nothing until a prompt
+    "claude/not_logged_in_after_prompt": (Activity.NEEDS_LOGIN, None),
+    "claude/onboarding": (None, None),  # printed as it exits
+    "claude/permission_auto_unchecked": (Activity.ASKING, None),
+    "codex/model_error_missing_key": (Activity.READY, None),
+    "codex/model_upgrade": (Activity.ASKING, None),
+    "gemini/at_file_popup": (Activity.READY, None),
+    "gemini/ctrl_c_once": (Activity.READY, None),
+    "gemini/quit_summary": (None, None),  # printed as it exits
+    "gemini/ready_plan_mode": (Activity.READY, None),
+    "gemini/ready_resumed": (Activity.READY, None),
+    "gemini/usage_error_approval_mode": (None, None),  # printed as it exits
     "claude/busy": (Activity.BUSY, None),
     "claude/bypass_confirm": (Activity.ASKING, None),
     "claude/bypass_root_refused": (None, None),  # printed as it exits
@@ -21,7 +38,6 @@ EXPECTED: dict[str, tuple[Activity | None, str | None]] = {
     "claude/compacted": (Activity.READY, None),
     "claude/compacting": (Activity.BUSY, None),
     "claude/model_error_500_retrying": (Activity.BUSY, None),
-    "claude/onboarding_no_network": (None, None),  # printed as it exits
     "claude/permission": (Activity.ASKING, None),
     "claude/ready": (Activity.READY, None),
     "claude/ready_after_reply": (Activity.READY, None),
@@ -34,7 +50,7 @@ EXPECTED: dict[str, tuple[Activity | None, str | None]] = {
     "codex/login": (Activity.NEEDS_LOGIN, None),
     "codex/model_error_401": (Activity.READY, None),
     "codex/model_error_500": (Activity.READY, None),
-    "codex/model_error_500_retrying": (Activity.READY, None),  # its prompt back, no footer
+    "codex/model_error_500_retrying": (Activity.BUSY, None),
     "codex/permission": (Activity.ASKING, None),
     "codex/ready": (Activity.READY, None),
     "codex/ready_after_reply": (Activity.READY, None),

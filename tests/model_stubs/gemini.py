@@ -146,14 +146,20 @@ class GeminiStub:
                 pass
 
             def do_GET(self) -> None:
-                stub._handle(self, None)
+                self._serve(None)
 
             def do_HEAD(self) -> None:
-                stub._handle(self, None)
+                self._serve(None)
 
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
-                stub._handle(self, self.rfile.read(length))
+                self._serve(self.rfile.read(length))
+
+            def _serve(self, raw: bytes | None) -> None:
+                try:
+                    stub._handle(self, raw)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the CLI cancelled the request (Esc / Ctrl-C)
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
@@ -291,4 +297,6 @@ def cli_env(home: str, base_url: str) -> dict[str, str]:
         "GEMINI_API_KEY": "stub-gemini-key",
         "GOOGLE_GEMINI_BASE_URL": base_url,
         "NO_BROWSER": "true",
+        # tmux does not advertise 24-bit colour; without this gemini prints a warning line.
+        "COLORTERM": "truecolor",
     }

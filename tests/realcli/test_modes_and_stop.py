@@ -127,3 +127,57 @@ async def test_stop_quits_the_cli_as_a_person_would_and_nothing_outlives_it(
         while left := processes_of(real.home):  # noqa: ASYNC110 (bounded)
             await trio.sleep(0.05)
     assert not left
+
+
+@pytest.mark.parametrize("provider", ["claude", "codex", "gemini"])
+async def test_restart_spawn_quits_the_old_cli_then_runs_the_new_argv(
+    real: Real, stub_factory: Any, provider: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import psutil
+
+    stub = stub_factory(STUBS[provider]())
+    env = provider_env(real, provider, stub, real.home)
+    cwd = real.base / "work"
+    cwd.mkdir(parents=True)
+    subprocess.run(["git", "init", "-q", str(cwd)], check=True)
+    spawned = await real.spawn(provider, "ag_rs", cwd, env, approvalMode="default")
+    assert spawned["status"] == "succeeded", spawned["error"]
+    await real.activity("ag_rs", "ready")
+    old_pid = spawned["result"]["pid"]
+    new = {"provider": provider, "agentId": "ag_rs", "cwd": str(cwd), "env": env,
+           "approvalMode": "plan", "model": FIELDS[provider]["model"]}
+    reports: list[dict[str, Any]] = []  # every report of the agent the relay receives
+    store_class = type(real.relay._store)
+    put_agent = store_class.put_agent
+
+    def recording(self: Any, orch_id: str, agent_id: str, body: Any) -> Any:
+        reports.append(dict(body))
+        return put_agent(self, orch_id, agent_id, body)
+
+    monkeypatch.setattr(store_class, "put_agent", recording)
+    command = real.relay.create_command(f"orch:{real.orch.id}", "agent.restart",
+                                        {"agentId": "ag_rs", "restartSpawn": new})
+    settled = await real.settle(command)
+    stopped = [r for r in reports if r.get("status") == "stopped"]
+    # The old CLI ended by its own quit (the stop before the new start is graceful).
+    assert [(r["exit"]["exitCode"], r["exit"]["signal"]) for r in stopped] == [(0, None)]
+    first_new = next(i for i, r in enumerate(reports) if r.get("pid") == settled["result"]["pid"])
+    assert reports.index(stopped[0]) < first_new
+    assert settled["status"] == "succeeded", settled["error"]
+    assert settled["result"]["previousPid"] == old_pid
+    new_pid = settled["result"]["pid"]
+    assert new_pid != old_pid and not psutil.pid_exists(old_pid)
+    agent = await real.activity("ag_rs", "ready")
+    assert agent["pid"] == new_pid and agent["restartCount"] == 1
+    assert agent["meta"]["approvalMode"] == "plan"
+    argv = " ".join(psutil.Process(new_pid).cmdline())
+    for child in psutil.Process(new_pid).children(recursive=True):
+        argv += " " + " ".join(child.cmdline())
+    assert FIELDS[provider]["model"] in argv and PLAN[provider] in argv, argv
+
+
+PLAN = {  # the relay's "plan" in each CLI's argv
+    "claude": "--permission-mode plan",
+    "codex": "--sandbox read-only",
+    "gemini": "--approval-mode plan",
+}
