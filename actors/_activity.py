@@ -62,6 +62,7 @@ class ActivityTracker:
         self._changed = trio.Event()
         self._answered: dict[str, int] = {}
         self._since = 0.0  # when the screen last changed
+        self._pressed: tuple[str | None, float] = (None, 0.0)  # the screen a key was pressed on
         self._recheck_at: float | None = None  # a question's screen is read again then
         self.closed = False
 
@@ -102,7 +103,7 @@ class ActivityTracker:
         elif (
             self.screen.activity is Activity.STARTING
             and seen.activity is Activity.READY
-            and trio.current_time() - self._since < STARTUP_SETTLE
+            and trio.current_time() < self._since + STARTUP_SETTLE
         ):
             # A CLI may draw its prompt, then a first-run question over it:
             # ready at start-up only once the prompt has held still.
@@ -137,11 +138,16 @@ class ActivityTracker:
         if count >= ANSWER_LIMIT:
             return
         now = trio.current_time()
-        if now - self._since < ANSWER_SETTLE:
+        # (Deadlines compared as computed: the recheck wakes exactly at them.)
+        pressed_text, pressed_at = self._pressed
+        if self.text == pressed_text and now < pressed_at + ANSWER_RECHECK:
+            self._recheck_at = pressed_at + ANSWER_RECHECK  # the last key changed nothing yet
+            return
+        if now < self._since + ANSWER_SETTLE:
             self._recheck_at = self._since + ANSWER_SETTLE
             return
         self._answered[screen.topic] = count + 1
-        self._since = now  # a key changes nothing: it is pressed again after the recheck
+        self._pressed = (self.text, now)
         self._recheck_at = now + ANSWER_RECHECK
         log.info("answering the %s question (%s): %s", screen.topic, self._kind, keys[0])
         try:

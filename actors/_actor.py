@@ -725,7 +725,7 @@ class AgentActor:
             raise CommandRejected(
                 f"agent is not running: {self.agent_id} ({self.state.status.value})"
             )
-        files = self._ctx.memory_files(self.state, params.always_reload)
+        files, missing = self._ctx.memory_files(self.state, params.always_reload)
         config = self._ctx.config.provider(self.state.provider)
         assert config is not None
         tracker = running.tracker
@@ -735,11 +735,14 @@ class AgentActor:
             compacted = await self._compaction(running, tracker, config.compact_timeout)
         for path, content in files:
             await self._type(running, reload_input(path, content))
-        return {
+        result: dict[str, Any] = {
             "agentId": self.agent_id,
             "compacted": compacted,
             "reloaded": [path for path, _ in files],
         }
+        if missing:
+            result["missing"] = missing
+        return result
 
     async def _compaction(
         self, running: _Running, tracker: ActivityTracker, within: float

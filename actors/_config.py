@@ -105,6 +105,7 @@ BUILTIN_PROVIDERS: Mapping[str, ProviderConfig] = {
         resume_args=("--resume", "{session_id}"),
         compact_input="/compress",
         quit_input="/quit",
+        enter_after=0.3,  # an Enter right after a paste is lost by gemini
     ),
     "command": ProviderConfig(name="command", kind="command", enabled=False),
 }

@@ -144,12 +144,16 @@ class FleetContext:
             provider_session_id=session_id,
         )
 
-    def memory_files(self, state: AgentState, paths: Sequence[str]) -> list[tuple[str, str]]:
-        """Each ``memory.alwaysReload`` file's content, all checked before any is sent."""
+    def memory_files(
+        self, state: AgentState, paths: Sequence[str]
+    ) -> tuple[list[tuple[str, str]], list[str]]:
+        """Each ``memory.alwaysReload`` file's content, all checked before any is
+        sent, and the files that do not exist (named in the result, not fatal)."""
         roots = [self.base_dir]
         if state.workspace is not None and state.workspace.worktree_path:
             roots.append(Path(os.path.realpath(state.workspace.worktree_path)))
         files = []
+        missing = []
         for index, given in enumerate(paths):
             field = f"params.memory.alwaysReload[{index}]"
             resolved = Path(os.path.realpath(Path(state.cwd) / given))
@@ -164,9 +168,12 @@ class FleetContext:
                         f"invalid {field}: larger than {MAX_MEMORY_FILE} bytes: {given}"
                     )
                 content = resolved.read_text(errors="replace")
-            except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-                raise CommandRejected(f"invalid {field}: no such file: {given}") from None
+            except FileNotFoundError:
+                missing.append(given)
+                continue
+            except (IsADirectoryError, NotADirectoryError):
+                raise CommandRejected(f"invalid {field}: not a file: {given}") from None
             except PermissionError:
                 raise CommandRejected(f"invalid {field}: not readable: {given}") from None
             files.append((given, content))
-        return files
+        return files, missing

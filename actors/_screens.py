@@ -248,7 +248,10 @@ _GEMINI_LOGIN = re.compile(
     r"How would you like to authenticate|Please visit the following URL to authorize|"
     r"Enter the authorization code|Waiting for auth|Enter Gemini API Key"
 )
-_GEMINI_ASK = re.compile(r"Allow execution|Apply this change\?|Do you want to proceed|Allow once")
+_GEMINI_ASK = re.compile(
+    r"Allow execution|Apply this change\?|Do you want to proceed|Allow once|Answer Questions|"
+    r"Enter to select"
+)
 
 
 def _gemini(text: str) -> Screen | None:
@@ -272,8 +275,7 @@ def _gemini(text: str) -> Screen | None:
     return screen(
         Activity.READY,
         input_line=input_line,
-        compact_refused="Nothing to compress" in after or "compress" in after.lower()
-        and "failed" in after.lower(),
+        compact_refused="Nothing to compress" in after or "Failed to compress" in after,
         compact_done="Chat history compressed" in after or "compressed from" in after,
     )
 

@@ -31,7 +31,10 @@ def percentile(values: list[float], p: float) -> float:
 def start_orchestrator(relay_url: str, token: str, *, heartbeat: float = 10.0,
                        extra: list[str] | None = None, env: dict[str, str] | None = None,
                        workdir: Path | None = None, session: str = "plain",
-                       wrapper: list[str] | None = None) -> tuple[subprocess.Popen[bytes], Path]:
+                       wrapper: list[str] | None = None,
+                       config_extra: str = "") -> tuple[subprocess.Popen[bytes], Path]:
+    """The orchestrator on ``relay_url``, its config the ``command`` provider
+    (``session``) and then ``config_extra`` (TOML: more providers, say)."""
     # Not in /tmp: on the project's machines creating a file or directory
     # there costs 0.2-0.7 ms (elsewhere on the same disk, 0.02 ms), which
     # would be charged to every agent's directory, FIFO and log.
@@ -39,7 +42,8 @@ def start_orchestrator(relay_url: str, token: str, *, heartbeat: float = 10.0,
     work = workdir or Path(tempfile.mkdtemp(prefix="relay-bench-", dir=WORK))
     (work / "base").mkdir(exist_ok=True)
     config = work / "config.toml"
-    config.write_text(f'[providers.command]\nenabled = true\nsession = "{session}"\n')
+    config.write_text(f'[providers.command]\nenabled = true\nsession = "{session}"\n'
+                      + config_extra)
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_ORCHESTRATOR_")}
     full_env.update(env or {})
     full_env["RELAY_ORCHESTRATOR_TOKEN"] = token
@@ -77,6 +81,26 @@ except SystemExit:
 finally:
     profiler.dump_stats(out)
 """
+
+
+def tmux_socket(work: Path) -> str:
+    """The tmux socket (``tmux -L``) of the orchestrator whose scratch dir is ``work``."""
+    from types import SimpleNamespace
+
+    from orchestrator._app import tmux_socket as socket_of
+
+    return socket_of(SimpleNamespace(state_dir=work / "state"))  # type: ignore[arg-type]
+
+
+def kill_tmux(work: Path) -> None:
+    """End the tmux server of that orchestrator (it outlives the orchestrator, by
+    design), and remove its socket file (tmux leaves it)."""
+    tmux = ["tmux", "-L", tmux_socket(work)]
+    where = subprocess.run([*tmux, "display-message", "-p", "#{socket_path}"],
+                           capture_output=True, text=True, check=False).stdout.strip()
+    subprocess.run([*tmux, "kill-server"], capture_output=True, check=False)
+    if where:
+        Path(where).unlink(missing_ok=True)
 
 
 def cpu_and_rss(pid: int) -> tuple[float, int]:

@@ -5,8 +5,6 @@ journal and the errors callers act on. The dev relay lives in
 ``orchestrator._dev_relay`` and is imported only by ``dev`` and ``relay``.
 """
 
-# First, before trio: stand-ins for ssl and hmac, so OpenSSL is mapped only if TLS is used.
-from . import _lazy_imports  # noqa: F401
 from ._app import Orchestrator as Orchestrator
 from ._app import run_orchestrator as run_orchestrator
 from ._errors import ConfigError as ConfigError

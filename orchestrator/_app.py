@@ -91,13 +91,21 @@ def tmux_socket(settings: Settings) -> str:
 
     if settings.state_dir.resolve() == default_state_dir().resolve():
         return "relay-orchestrator"
-    try:
-        from _sha1 import sha1  # type: ignore[import-not-found]  # no OpenSSL (3 MB of RSS)
-    except ImportError:  # pragma: no cover - another interpreter
-        from hashlib import sha1
+    import hashlib
 
-    digest = sha1(str(settings.state_dir.resolve()).encode()).hexdigest()[:8]
+    path = str(settings.state_dir.resolve()).encode()
+    digest = hashlib.sha1(path, usedforsecurity=False).hexdigest()[:8]
     return f"relay-orchestrator-{digest}"
+
+
+def as_reported(agent: dict[str, Any]) -> dict[str, Any]:
+    """An agent as the relay is told of it: ``usage`` only once it has been
+    measured. Before its first sample an agent's usage is all zeros, and a
+    relay would show a running agent using "0 MB"."""
+    usage = agent.get("usage")
+    if isinstance(usage, dict) and not usage.get("memoryRss") and not usage.get("memoryPeak"):
+        agent = {key: value for key, value in agent.items() if key != "usage"}
+    return agent
 
 
 @attrs.define(eq=False)
@@ -142,7 +150,7 @@ class Orchestrator:
                 "lastError": self.presence.last_error,
             },
             "outbox": self.journal.outbox_size(),
-            "agents": self.fleet.agents(),
+            "agents": [as_reported(agent) for agent in self.fleet.agents()],
             "warnings": self.fleet.warnings(),
         }
 
@@ -176,7 +184,7 @@ async def run_orchestrator(
             status_ref: list[StatusWriter] = []
 
             def report(agent: dict[str, Any]) -> None:
-                outbox_ref[0].report_agent(agent)
+                outbox_ref[0].report_agent(as_reported(agent))
                 status_ref[0].changed()
 
             def on_status(line: str) -> None:
@@ -202,7 +210,7 @@ async def run_orchestrator(
             presence = Presence(
                 identity,
                 client,
-                fleet.agents,
+                lambda: [as_reported(agent) for agent in fleet.agents()],
                 heartbeat_interval=settings.heartbeat_interval,
                 on_status=on_status,
                 before_report=lambda: _durable_then(journal, fleet.refresh_usage),
@@ -356,11 +364,17 @@ async def _read_command(orch: Orchestrator, command_id: str) -> Command | None:
 
 
 def _visible_outcome(orch: Orchestrator, command: Command) -> Outcome:
+    """What a command in flight at a crash visibly did. A spawn took effect when
+    an agent started by it runs: the same ``spawnRequestId`` (a command without
+    one matches nothing), and the same ``agentId`` where the command names one."""
     params = command.params if isinstance(command.params, dict) else {}
-    if command.type == "agent.spawn":
+    request_id = params.get("spawnRequestId")
+    agent_id = params.get("agentId")
+    if command.type == "agent.spawn" and isinstance(request_id, str) and request_id:
         for agent in orch.fleet.agents():
             if (
-                agent.get("spawnRequestId") == params.get("spawnRequestId")
+                agent.get("spawnRequestId") == request_id
+                and (agent_id is None or agent.get("agentId") == agent_id)
                 and agent.get("status") == "running"
             ):
                 return Outcome.succeeded({

@@ -7,6 +7,11 @@ websockets) on a bound socket, inside the caller's nursery:
 
 - keep-alive, as many requests per connection as the client sends, and an
   idle connection closed after ``KEEP_ALIVE_TIMEOUT`` seconds;
+- bounds for a client on the network (``relay --host 0.0.0.0``): once its
+  first byte is in, a request's head and body must arrive within
+  ``REQUEST_TIMEOUT`` (else 408 and the connection closes), a TLS handshake
+  within ``HANDSHAKE_TIMEOUT``, and at most ``max_connections`` are served
+  at once (more wait to be accepted; a warning says the limit is reached);
 - ``TCP_NODELAY`` on every connection, and a response whose length is known
   (``content-length``) written with its headers in one send;
 - streaming responses (``more_body``) sent as they come: chunked to an
@@ -32,6 +37,7 @@ from __future__ import annotations
 
 import http
 import logging
+import re
 import socket
 import ssl
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -42,7 +48,7 @@ import trio
 
 from ._sockets import READ_SIZE, RawSocketStream
 
-log = logging.getLogger("orchestrator.asgi")
+log = logging.getLogger("relay_orchestrator.asgi")
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -51,10 +57,17 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 KEEP_ALIVE_TIMEOUT = 75.0  # an idle kept-alive connection is closed after this
+REQUEST_TIMEOUT = 30.0  # from a request's first byte to the end of its body
+HANDSHAKE_TIMEOUT = 10.0  # a TLS handshake
+REFUSE_TIMEOUT = 5.0  # an error answer to a client that does not read is given up
+MAX_CONNECTIONS = 1024
 MAX_BODY = 16 * 1024 * 1024
 MAX_HEAD = 64 * 1024
-_METHOD_CHARS = frozenset(b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+_METHOD_CHARS = frozenset(
+    b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+)
 _REASONS = {status.value: status.phrase.encode() for status in http.HTTPStatus}
+_CHUNK_LINE = re.compile(rb"([0-9A-Fa-f]{1,16})(?:;[^\n]*)?[ \t]*")
 
 
 async def serve_asgi(
@@ -63,11 +76,13 @@ async def serve_asgi(
     *,
     ssl_context: ssl.SSLContext | None = None,
     backlog: int = 1024,
+    max_connections: int = MAX_CONNECTIONS,
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ``app`` on the bound socket ``sock`` until cancelled; starts with its URL.
 
     With ``ssl_context`` (server side) every connection speaks TLS: https."""
+    slots = trio.Semaphore(max_connections)
     sock.listen(backlog)
     listener = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
     host, port = sock.getsockname()[:2]
@@ -76,14 +91,22 @@ async def serve_asgi(
     async with listener, trio.open_nursery() as nursery:
         task_status.started(f"{scheme}://{shown}:{port}")
         while True:
-            tcp = await listener.accept()
+            if slots.value == 0:
+                log.warning("%d connections open, the limit: new ones wait until one closes",
+                            max_connections)
+            await slots.acquire()
+            try:
+                tcp = await listener.accept()
+            except BaseException:
+                slots.release()
+                raise
             peer, own = tcp.socket.getpeername(), tcp.socket.getsockname()
             stream: trio.SSLStream[Any] | RawSocketStream
             if ssl_context is not None:
                 stream = trio.SSLStream(tcp, ssl_context, server_side=True)
             else:  # the socket itself: no checkpoints around every send and receive
                 stream = RawSocketStream.detach(tcp)
-            nursery.start_soon(_Connection(app, stream, peer, own, scheme).run)
+            nursery.start_soon(_Connection(app, stream, peer, own, scheme).run, slots)
 
 
 class _Gone(Exception):
@@ -106,24 +129,25 @@ class _Connection:
         self._client = _address(peer)
         self._server = _address(own)
 
-    async def run(self) -> None:
+    async def run(self, slots: trio.Semaphore) -> None:
         try:
             async with self.stream:
+                if isinstance(self.stream, trio.SSLStream):
+                    with trio.move_on_after(HANDSHAKE_TIMEOUT) as late:
+                        await self.stream.do_handshake()
+                    if late.cancelled_caught:
+                        log.debug("TLS handshake from %s took too long", self._client)
+                        return
                 while await self._one_request():
                     pass
         except (_Gone, trio.BrokenResourceError, trio.ClosedResourceError):
             pass
         except OSError as exc:  # ECONNRESET and friends
             log.debug("connection from %s ended: %s", self._client, exc)
+        finally:
+            slots.release()
 
-    async def _fill(self, *, idle: bool = False) -> None:
-        if idle:
-            with trio.move_on_after(KEEP_ALIVE_TIMEOUT):
-                data = await self.stream.receive_some(READ_SIZE)
-                if data:
-                    self.buffer += data
-                    return
-            raise _Gone  # idle too long, or closed between requests
+    async def _fill(self) -> None:
         data = await self.stream.receive_some(READ_SIZE)
         if not data:
             raise _Gone
@@ -140,65 +164,85 @@ class _Connection:
 
     async def _one_request(self) -> bool:
         """Serve one request; True when the connection may carry another."""
+        if not self.buffer:
+            with trio.move_on_after(KEEP_ALIVE_TIMEOUT):
+                await self._fill()
+            if not self.buffer:
+                raise _Gone  # idle too long
         try:
-            while (end := self.buffer.find(b"\r\n\r\n")) < 0:
-                if len(self.buffer) > MAX_HEAD:
-                    raise _BadRequest(431, "request head too large")
-                await self._fill(idle=not self.buffer)
-            head = bytes(self.buffer[:end])
-            del self.buffer[: end + 4]
-            method, target, version, headers = _parse_head(head)
-            keep_alive = version == b"HTTP/1.1"
-            length = chunked = None
-            expect_continue = False
-            for name, value in headers:
-                if name == b"content-length":
-                    if length is not None or not value.isdigit():
-                        raise _BadRequest(400, "bad content-length")
-                    length = int(value)
-                elif name == b"transfer-encoding":
-                    chunked = value.lower() == b"chunked"
-                    if not chunked:
-                        raise _BadRequest(501, "unsupported transfer-encoding")
-                elif name == b"connection":
-                    tokens = value.lower()
-                    if b"close" in tokens:
-                        keep_alive = False
-                    elif b"keep-alive" in tokens:
-                        keep_alive = True
-                elif name == b"expect":
-                    expect_continue = value.lower() == b"100-continue"
-            if length is not None and chunked:
-                raise _BadRequest(400, "both content-length and transfer-encoding")
-            if (length or chunked) and expect_continue and version == b"HTTP/1.1":
-                await self.stream.send_all(b"HTTP/1.1 100 Continue\r\n\r\n")
-            if chunked:
-                body = await self._chunked_body()
-            else:
-                length = length or 0
-                if length > MAX_BODY:
-                    raise _BadRequest(413, "request body too large")
-                while len(self.buffer) < length:
-                    await self._fill()
-                body = bytes(self.buffer[:length])
-                del self.buffer[:length]
+            with trio.move_on_after(REQUEST_TIMEOUT) as late:
+                request = await self._read_request()
+            if late.cancelled_caught:
+                raise _BadRequest(408, "request not received in time")
         except _BadRequest as exc:
-            await self.refuse(exc.status, str(exc))
+            with trio.move_on_after(REFUSE_TIMEOUT):
+                await self.refuse(exc.status, str(exc))
             return False
-        exchange = _Exchange(self, method, target, version, headers, body, keep_alive)
-        return await exchange.run()
+        return await _Exchange(self, *request).run()
+
+    async def _read_request(
+        self,
+    ) -> tuple[bytes, bytes, bytes, list[tuple[bytes, bytes]], bytes, bool]:
+        """The next request, read whole: ``(method, target, version, headers, body,
+        keep_alive)``; ``_BadRequest`` when it cannot be served."""
+        while (end := self.buffer.find(b"\r\n\r\n")) < 0:
+            if len(self.buffer) > MAX_HEAD:
+                raise _BadRequest(431, "request head too large")
+            await self._fill()
+        head = bytes(self.buffer[:end])
+        del self.buffer[: end + 4]
+        method, target, version, headers = _parse_head(head)
+        keep_alive = version == b"HTTP/1.1"
+        length = chunked = None
+        expect_continue = False
+        for name, value in headers:
+            if name == b"content-length":
+                if length is not None or not value.isdigit():
+                    raise _BadRequest(400, "bad content-length")
+                length = int(value)
+            elif name == b"transfer-encoding":
+                if chunked or value.lower() != b"chunked":
+                    raise _BadRequest(501, "unsupported transfer-encoding")
+                if version != b"HTTP/1.1":  # RFC 9112 6.1: faulty framing
+                    raise _BadRequest(400, "transfer-encoding on HTTP/1.0")
+                chunked = True
+            elif name == b"connection":
+                tokens = value.lower()
+                if b"close" in tokens:
+                    keep_alive = False
+                elif b"keep-alive" in tokens:
+                    keep_alive = True
+            elif name == b"expect":
+                expect_continue = value.lower() == b"100-continue"
+        if length is not None and chunked:
+            raise _BadRequest(400, "both content-length and transfer-encoding")
+        if (length or chunked) and expect_continue and version == b"HTTP/1.1":
+            await self.stream.send_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+        if chunked:
+            body = await self._chunked_body()
+        else:
+            length = length or 0
+            if length > MAX_BODY:
+                raise _BadRequest(413, "request body too large")
+            while len(self.buffer) < length:
+                await self._fill()
+            body = bytes(self.buffer[:length])
+            del self.buffer[:length]
+        return method, target, version, headers, body, keep_alive
 
     async def _chunked_body(self) -> bytes:
         body = bytearray()
         while True:
-            size_line = (await self._line()).split(b";", 1)[0].strip()
-            try:
-                size = int(size_line, 16)
-            except ValueError:
-                raise _BadRequest(400, "bad chunk size") from None
+            match = _CHUNK_LINE.fullmatch(await self._line())
+            if match is None:
+                raise _BadRequest(400, "bad chunk size")
+            size = int(match[1], 16)
             if size == 0:
-                while await self._line():  # trailers, up to a blank line
-                    pass
+                room = MAX_HEAD
+                while line := await self._line():  # trailers, up to a blank line
+                    room -= len(line) + 2
+                    if room < 0:
+                        raise _BadRequest(431, "trailers too large")
                 return bytes(body)
             if len(body) + size > MAX_BODY:
                 raise _BadRequest(413, "request body too large")
@@ -214,7 +258,8 @@ class _Connection:
         try:
             await self.stream.send_all(
                 b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
-                b"connection: close\r\n\r\n%s" % (status, _REASONS.get(status, b""), len(body), body))
+                b"connection: close\r\n\r\n%s"
+                % (status, _REASONS.get(status, b""), len(body), body))
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             pass
 

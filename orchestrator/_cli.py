@@ -120,7 +120,9 @@ async def _run_until_signal(settings: Settings) -> None:
         async with trio.open_nursery() as nursery:
             running: list[Callable[[], None]] = []
 
-            async def serve(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+            async def serve(
+                *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+            ) -> None:
                 await run_orchestrator(settings, task_status=task_status)
                 nursery.cancel_scope.cancel()
 
@@ -158,6 +160,9 @@ def cmd_relay(args: argparse.Namespace) -> int:
 
         token = secrets.token_urlsafe(24)
     state_file = Path(args.state_file) if args.state_file else None
+    from ._logging import setup_logging
+
+    setup_logging("text" if sys.stderr.isatty() else "json")
 
     async def serve() -> None:
         from ._dev_relay import serve_dev_relay

@@ -63,7 +63,8 @@ def tour_lines(url: str, token: str, orch_id: str, base_dir: str, socket: str) -
         "restart it:",
         "  " + curl_line(url, token, f"/api/agents/{agent_id}/action", {"action": "restart"}),
         "watch it:",
-        f"  tmux -L {socket} attach -t relay-{agent_id}    (or: relay-orchestrator logs {agent_id} -f)",
+        f"  tmux -L {socket} attach -t relay-{agent_id}"
+        f"    (or: relay-orchestrator logs {agent_id} -f)",
         "stop it:",
         "  " + curl_line(url, token, f"/api/agents/{agent_id}/action", {"action": "stop"}),
         "see the commands:",
@@ -72,10 +73,10 @@ def tour_lines(url: str, token: str, orch_id: str, base_dir: str, socket: str) -
 
 
 async def run_dev(args: argparse.Namespace) -> None:
-    from ._app import run_orchestrator, tmux_socket
-    from ._dev_relay import serve_dev_relay
     from ._logging import setup_logging
 
+    # before the relay starts: its lines go through the same handler
+    setup_logging(load_settings(args).log_format, verbose=args.verbose)
     token = secrets.token_urlsafe(18)
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         await _run_dev(args, token, signals)
@@ -84,7 +85,6 @@ async def run_dev(args: argparse.Namespace) -> None:
 async def _run_dev(args: argparse.Namespace, token: str, signals: Any) -> None:
     from ._app import run_orchestrator, tmux_socket
     from ._dev_relay import serve_dev_relay
-    from ._logging import setup_logging
 
     async with trio.open_nursery() as nursery:
         relay = await nursery.start(
@@ -92,7 +92,6 @@ async def _run_dev(args: argparse.Namespace, token: str, signals: Any) -> None:
                                                 task_status=task_status)
         )
         settings = dev_settings(args, relay.url, token)
-        setup_logging(settings.log_format, verbose=args.verbose)
         async with trio.open_nursery() as orch_nursery:
             orch = await orch_nursery.start(run_orchestrator, settings)
             out = sys.stdout

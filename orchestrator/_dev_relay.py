@@ -61,7 +61,7 @@ from ._version import current_version, is_semver, version_core
 
 __all__ = ["DevRelay", "DevRelayStateError", "Faults", "serve_dev_relay"]
 
-log = logging.getLogger("orchestrator.dev_relay")
+log = logging.getLogger("relay_orchestrator.dev_relay")
 
 KEEPALIVE_INTERVAL = 15.0  # seconds between `: keepalive` comments on an idle stream
 STATE_WRITE_INTERVAL = 0.05  # at most one state-file write per this many seconds

@@ -22,6 +22,7 @@ show ``running`` at the relay while it waits for its turn in its lane.
 from __future__ import annotations
 
 import logging
+import os
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -134,7 +135,9 @@ class Dispatcher:
             lane.queue.append(_Entry(command, claim))
 
     # -- lanes ----------------------------------------------------------------
-    async def run(self, *, task_status: trio.TaskStatus[Dispatcher] = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(
+        self, *, task_status: trio.TaskStatus[Dispatcher] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             task_status.started(self)
@@ -215,8 +218,8 @@ class Dispatcher:
                 answer_lost = answer_lost or exc.status is None
                 log.warning("claim of %s deferred: %s", command.id, exc,
                             extra={"commandId": command.id})
-            except RelayAuthError as exc:
-                log.error("%s", exc)
+            except RelayAuthError:
+                pass  # the client logs it, once
             except RelayError as exc:
                 log.warning("claim of %s deferred: %s", command.id, exc,
                             extra={"commandId": command.id})
@@ -242,7 +245,13 @@ class Dispatcher:
             return await handler(command)
         except Rejected as exc:
             return Outcome.failed(str(exc))
-        except Exception as exc:  # a handler bug must not take the bus down
-            log.exception("command %s (%s) crashed its handler", command.id, command.type,
-                          extra={"commandId": command.id})
-            return Outcome.failed(f"internal error while handling {command.type}: {exc}")
+        except Exception:  # a handler bug must not take the bus down
+            # Its text may quote the command's env values or paths: it goes to
+            # the log only, and the settle names the log line by an error id.
+            error_id = f"err_{os.urandom(6).hex()}"
+            log.exception("command %s (%s) crashed its handler (error %s)", command.id,
+                          command.type, error_id, extra={"commandId": command.id})
+            return Outcome.failed(
+                f"internal error while handling {command.type} (error {error_id}; "
+                f"the orchestrator's log has the details)"
+            )

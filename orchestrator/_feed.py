@@ -48,7 +48,9 @@ class CommandFeed:
         self.mode = "stream"
         self.connects = 0
 
-    async def run(self, *, task_status: trio.TaskStatus[CommandFeed] = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(
+        self, *, task_status: trio.TaskStatus[CommandFeed] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         task_status.started(self)
         while True:
             try:
@@ -58,11 +60,12 @@ class CommandFeed:
                     await self._poll_for(STREAM_RETRY_WHILE_POLLING)
                     self.mode = "stream"
                     continue
-            except RelayAuthError as exc:
-                log.error("%s", exc)
+            except RelayAuthError:
+                pass  # the client logs it, once
             except RelayError as exc:
                 if exc.status in NO_STREAM and self.mode == "stream":
-                    log.warning("relay has no command stream; polling every %gs", self.poll_interval)
+                    log.warning("relay has no command stream; polling every %gs",
+                                self.poll_interval)
                     self.mode = "poll"
                     continue
                 if self.connected:
@@ -75,7 +78,7 @@ class CommandFeed:
             self.connected = True
             self.connects += 1
             log.info("command stream open (%s)", self._target())
-            event, data = "message", []
+            event, data = "message", list[str]()
             scope = trio.CancelScope(deadline=trio.current_time() + self.silence_timeout)
             with scope:
                 async for line in lines:

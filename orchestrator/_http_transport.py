@@ -17,6 +17,12 @@ What it does, and no more:
 - a response with ``content-length`` is read whole before it is returned;
   a chunked one (a Server-Sent Events stream) or one that ends with the
   connection is handed over as it arrives;
+- framing as RFC 9112 has it, and no more lenient than h11 (a test parses
+  the same responses with both): a chunk size is 1-16 hex digits, its line
+  and the trailers are bounded, ``transfer-encoding`` other than ``chunked``
+  or on an HTTP/1.0 response is refused, and a response framed by both
+  ``transfer-encoding`` and ``content-length`` is read by the former and
+  its connection closed;
 - errors as httpx's own: ``ConnectError``, ``WriteError``, ``ReadError``,
   ``RemoteProtocolError``. A request cancelled half way closes its
   connection (its state is unknown); nothing is retried here.
@@ -31,6 +37,7 @@ loads httpx (2-3 MB of its memory, docs/performance.md).
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
@@ -42,8 +49,16 @@ from ._sockets import READ_SIZE, RawSocketStream
 if TYPE_CHECKING:
     import httpx
 
-MAX_HEAD = 64 * 1024
+MAX_HEAD = 64 * 1024  # a response head; the trailers of a chunked body too
+MAX_CHUNK_LINE = 4096  # a chunk-size line, extensions included
 _NO_BODY_STATUS = (204, 304)
+# RFC 9112 (as h11 reads it): a status line, a field line, a chunk-size line.
+_STATUS_LINE = re.compile(rb"HTTP/1\.([01]) ([0-9]{3})(?: ([^\x00\n\r\x0b\x0c]*))?")
+_FIELD_LINE = re.compile(
+    rb"([-!#$%&'*+.^_`|~0-9a-zA-Z]+):[ \t]*"
+    rb"((?:[^\x00\s]+(?:[ \t]+[^\x00\s]+)*)?)[ \t]*"
+)
+_CHUNK_LINE = re.compile(rb"([0-9A-Fa-f]{1,16})(?:;[^\n]*)?[ \t]*")
 
 
 def _error(kind: str, message: str, request: Any) -> Exception:
@@ -186,25 +201,38 @@ class PlainHTTPTransport:
 def _framing(
     headers: list[tuple[bytes, bytes]], version: bytes, request: Any
 ) -> tuple[int | None, bool, bool]:
-    """How the body is framed: ``(content-length, chunked, keep-alive)``."""
+    """How the body is framed: ``(content-length, chunked, keep-alive)``.
+
+    RFC 9112 6.1 and 6.3: a transfer coding other than ``chunked`` (we decode
+    no other), or any on an HTTP/1.0 response, is faulty framing; with both
+    ``transfer-encoding`` and ``content-length`` the former frames the body
+    and the connection is not used again."""
     length: int | None = None
     chunked = False
     keep_alive = version == b"HTTP/1.1"
     for name, value in headers:
         lowered = name.lower()
         if lowered == b"content-length":
-            # digits only (RFC 9112), and a repeated header must agree
-            if not value.isdigit() or (length is not None and length != int(value)):
+            # digits only; a list or a repeated header must agree (RFC 9112 6.3)
+            values = {part.strip() for part in value.split(b",")}
+            given = values.pop() if len(values) == 1 else b""
+            if not given.isdigit() or (length is not None and length != int(given)):
                 raise _error("RemoteProtocolError", "bad content-length", request)
-            length = int(value)
+            length = int(given)
         elif lowered == b"transfer-encoding":
-            chunked = value.strip().lower().endswith(b"chunked")
+            if chunked or value.strip().lower() != b"chunked":
+                raise _error("RemoteProtocolError", "unsupported transfer-encoding", request)
+            if version != b"HTTP/1.1":
+                raise _error("RemoteProtocolError", "transfer-encoding on HTTP/1.0", request)
+            chunked = True
         elif lowered == b"connection":
             tokens = value.lower()
             if b"close" in tokens:
                 keep_alive = False
             elif b"keep-alive" in tokens:
                 keep_alive = True
+    if chunked and length is not None:
+        keep_alive = False  # smuggling or splitting, maybe: never reuse this connection
     return length, chunked, keep_alive
 
 
@@ -295,40 +323,25 @@ class _Connection:
         head = bytes(self._buffer[:end])
         del self._buffer[: end + 4]
         lines = head.split(b"\r\n")
-        try:
-            version, status, *rest = lines[0].split(b" ", 2)
-            code = int(status)
-        except ValueError:
-            raise _error(
-                "RemoteProtocolError", f"bad status line: {lines[0][:100]!r}", request
-            ) from None
-        if not version.startswith(b"HTTP/1."):
-            raise _error("RemoteProtocolError", f"not HTTP/1.x: {version[:20]!r}", request)
-        headers = []
-        for line in lines[1:]:
-            name, sep, value = line.partition(b":")
-            if not sep or not name or name != name.strip():
-                raise _error("RemoteProtocolError", f"bad header line: {line[:100]!r}", request)
-            headers.append((name, value.strip()))
-        return code, rest[0] if rest else b"", version, headers
+        status = _STATUS_LINE.fullmatch(lines[0])
+        if status is None or int(status[2]) < 100:
+            raise _error("RemoteProtocolError", f"bad status line: {lines[0][:100]!r}", request)
+        version = b"HTTP/1." + status[1]
+        return int(status[2]), status[3] or b"", version, _fields(lines[1:], request)
 
     async def _chunked(self, request: Any) -> AsyncGenerator[bytes, None]:
         while True:
-            while (end := self._buffer.find(b"\r\n")) < 0:
-                await self._fill(request, "a chunk")
-            size_line = bytes(self._buffer[:end]).split(b";", 1)[0].strip()
-            del self._buffer[: end + 2]
-            try:
-                size = int(size_line, 16)
-            except ValueError:
-                raise _error("RemoteProtocolError", "bad chunk size", request) from None
+            size_line = await self._line(request, MAX_CHUNK_LINE, "a chunk")
+            match = _CHUNK_LINE.fullmatch(size_line)
+            if match is None:
+                raise _error("RemoteProtocolError", "bad chunk size", request)
+            size = int(match[1], 16)
             if size == 0:
-                while (end := self._buffer.find(b"\r\n")) != 0:  # trailers, then a blank line
-                    if end > 0:
-                        del self._buffer[: end + 2]
-                    else:
-                        await self._fill(request, "the end of a chunked body")
-                del self._buffer[:2]
+                trailers, room = [], MAX_HEAD
+                while line := await self._line(request, max(room, 0), "the end of a chunked body"):
+                    trailers.append(line)
+                    room -= len(line) + 2
+                _fields(trailers, request)
                 return
             while size:
                 if not self._buffer:
@@ -343,6 +356,16 @@ class _Connection:
                 raise _error("RemoteProtocolError", "bad chunk end", request)
             del self._buffer[:2]
 
+    async def _line(self, request: Any, limit: int, what: str) -> bytes:
+        """The next CRLF-ended line, at most ``limit`` bytes long."""
+        while (end := self._buffer.find(b"\r\n", 0, limit + 2)) < 0:
+            if len(self._buffer) >= limit + 2:
+                raise _error("RemoteProtocolError", f"line too long in {what}", request)
+            await self._fill(request, what)
+        line = bytes(self._buffer[:end])
+        del self._buffer[: end + 2]
+        return line
+
     async def _until_closed(
         self, request: Any
     ) -> AsyncGenerator[bytes, None]:
@@ -352,3 +375,14 @@ class _Connection:
             yield data
         while data := await self._receive(request):
             yield data
+
+
+def _fields(lines: list[bytes], request: Any) -> list[tuple[bytes, bytes]]:
+    """Field lines (headers or trailers) as ``(name, value)``."""
+    fields = []
+    for line in lines:
+        match = _FIELD_LINE.fullmatch(line)
+        if match is None:
+            raise _error("RemoteProtocolError", f"bad header line: {line[:100]!r}", request)
+        fields.append((match[1], match[2]))
+    return fields

@@ -202,8 +202,7 @@ class Outbox:
                 return False
             log.warning("relay does not know command %s; outcome dropped", item.key,
                         extra={"commandId": item.key})
-        except RelayAuthError as exc:
-            log.error("%s", exc)
+        except RelayAuthError:  # the client logs it, once
             await self._backoff.sleep()
             return False
         except RelayError as exc:

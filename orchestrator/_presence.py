@@ -104,7 +104,9 @@ class Presence:
             )
         return Heartbeat(version=self.identity.version, agents=agents, load=load)
 
-    async def run(self, *, task_status: trio.TaskStatus[Presence] = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(
+        self, *, task_status: trio.TaskStatus[Presence] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         started = False
         deadline = trio.current_time() + self.ready_timeout
         backoff = Backoff()
@@ -181,7 +183,7 @@ class Presence:
         self.connected = False
         self.last_error = str(exc)
         if isinstance(exc, RelayAuthError):
-            log.error("%s", exc)
+            pass  # the client logs it, once
         elif was or self.registrations == 0:
             log.warning("relay unreachable: %s", exc)
         self._on_status(self.status_line())

@@ -8,6 +8,12 @@ through one ``httpx.AsyncClient`` (TLS, certificate checks).
 Every answer that is not a success is translated into the ``RelayError``
 tree (``_errors.py``) so callers decide by type: retry, re-register, drop.
 Timeouts are trio cancel scopes around each request.
+
+Auth is this module's to report: a refused token, or a token file that
+cannot be read when it is read again after a refusal (missing, empty or
+readable by others while it is being rewritten), is logged here once, and
+raised as ``RelayAuthError`` for the caller to back off and retry; the next
+accepted request logs that it healed.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import logging
 import re
 import socket
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -26,6 +32,7 @@ from urllib.parse import urlsplit
 import trio
 
 from ._errors import (
+    ConfigError,
     RelayAuthError,
     RelayConflict,
     RelayError,
@@ -42,6 +49,7 @@ log = logging.getLogger("relay_orchestrator.relay")
 
 REQUEST_TIMEOUT = 10.0
 URL_CACHE = 1024  # parsed request URLs kept (httpx parses a URL in tens of µs)
+MAX_EVENT_LINE = 4 * 1024 * 1024  # a longer line of the event stream ends it with an error
 
 
 def make_http_transport(
@@ -132,6 +140,7 @@ class RelayClient:
         # transport (an http:// relay); None: through httpx objects.
         self._plain: tuple[tuple[str, int], str, str] | None = None
         self._plain_head: bytes | None = None  # the headers after the request line, per token
+        self._auth_problem: str | None = None  # logged once, until a request is accepted
         if isinstance(transport, PlainHTTPTransport):
             self._plain = plain_parts(self._base)
         if self._plain is None and http is None:
@@ -140,7 +149,11 @@ class RelayClient:
     # -- plumbing -------------------------------------------------------------
     def _headers(self) -> dict[str, str]:
         if self._token is None:
-            self._token = self._read_token()
+            try:
+                self._token = self._read_token()
+            except ConfigError as exc:  # at start-up it is fatal; while running, retried
+                self._auth_failed(f"{exc}; retrying until it is fixed")
+                raise RelayAuthError(str(exc)) from exc
             self._json_headers = None
             self._plain_head = None
         return {"Authorization": f"Bearer {self._token}"} if self._token else {}
@@ -174,18 +187,25 @@ class RelayClient:
             )
         return self._json_headers
 
+    def _auth_failed(self, problem: str) -> None:
+        if problem != self._auth_problem:
+            self._auth_problem = problem
+            log.error("%s", problem)
+
     def _check(self, method: str, path: str, status: int, content: bytes) -> None:
         if status < 400:
+            if self._auth_problem is not None:
+                self._auth_problem = None
+                log.warning("relay %s accepts our token again", self.base_url)
             return
         detail = _error_detail(content)
         what = f"{method} {self.base_url}{path}: {status}{': ' + detail if detail else ''}"
         if status in (401, 403):
             self._token = None  # re-read the token file before the next attempt
-            raise RelayAuthError(
-                f"relay {self.base_url} refused our token ({status}); check the token file "
-                f"or RELAY_ORCHESTRATOR_TOKEN",
-                status=status,
-            )
+            problem = (f"relay {self.base_url} refused our token ({status}); check the token "
+                       f"file or RELAY_ORCHESTRATOR_TOKEN")
+            self._auth_failed(problem)
+            raise RelayAuthError(problem, status=status)
         if status == 404:
             raise RelayNotFound(what, status=status)
         if status == 409:
@@ -311,7 +331,11 @@ class RelayClient:
             if response.status_code >= 400:
                 await response.aread()
                 self._check("GET", path, response.status_code, response.content)
-            yield _lines(response.aiter_text())
+            lines = _lines(response.aiter_text())
+            try:
+                yield lines
+            finally:
+                await lines.aclose()
         except httpx.HTTPError as exc:
             raise RelayUnavailable(f"GET {self.base_url}{path}: {exc!r}") from exc
         finally:
@@ -332,7 +356,13 @@ class RelayClient:
             ) as (status, body, parts):
                 if status >= 400:
                     self._check("GET", path, status, body + b"".join([p async for p in parts]))
-                yield _lines(_decoded(parts))
+                decoded = _decoded(parts)
+                lines = _lines(decoded)
+                try:
+                    yield lines
+                finally:
+                    await lines.aclose()
+                    await decoded.aclose()
         except trio.TooSlowError as exc:
             raise RelayUnavailable(f"GET {self.base_url}{path}: no answer") from exc
         except Exception as exc:
@@ -341,7 +371,7 @@ class RelayClient:
             raise RelayUnavailable(f"GET {self.base_url}{path}: {exc!r}") from exc
 
 
-async def _decoded(parts: AsyncIterator[bytes]) -> AsyncIterator[str]:
+async def _decoded(parts: AsyncIterator[bytes]) -> AsyncGenerator[str, None]:
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     async for part in parts:
         if text := decoder.decode(part):
@@ -356,23 +386,38 @@ def _is_http_error(exc: BaseException) -> bool:
     return httpx is not None and isinstance(exc, httpx.HTTPError)
 
 
-async def _lines(chunks: AsyncIterator[str]) -> AsyncIterator[str]:
+async def _lines(
+    chunks: AsyncIterator[str], max_line: int = MAX_EVENT_LINE
+) -> AsyncGenerator[str, None]:
     """The stream's lines, ended by CR, LF or CRLF only, as SSE defines them.
 
     Not ``aiter_lines``: it also splits at U+2028, U+2029, U+0085…, which a
-    JSON string may hold unescaped, and the command would be lost."""
-    pending = ""
+    JSON string may hold unescaped, and the command would be lost. A line
+    longer than ``max_line`` ends the stream: ``RelayUnavailable``."""
+    held: list[str] = []  # the start of a line, in pieces
+    size = 0
     async for chunk in chunks:
-        pending += chunk
-        if "\r" not in pending:
-            *lines, pending = pending.split("\n")
+        if "\n" not in chunk and "\r" not in chunk and not (held and held[-1].endswith("\r")):
+            held.append(chunk)  # no end of line: nothing to split
+            size += len(chunk)
         else:
-            held = pending.endswith("\r")  # maybe the first half of a CRLF
-            *lines, pending = _EOL.split(pending[:-1] if held else pending)
-            pending += "\r" if held else ""
-        for line in lines:
-            yield line
-    if pending:
+            pending = "".join(held) + chunk
+            if "\r" not in pending:
+                *lines, pending = pending.split("\n")
+            else:
+                cr = pending.endswith("\r")  # maybe the first half of a CRLF
+                *lines, pending = _EOL.split(pending[:-1] if cr else pending)
+                pending += "\r" if cr else ""
+            for line in lines:
+                if len(line) > max_line:
+                    size = len(line)
+                    break
+                yield line
+            else:
+                held, size = [pending], len(pending)
+        if size > max_line:
+            raise RelayUnavailable(f"event stream: a line longer than {max_line} characters")
+    if held and (pending := "".join(held)):
         yield pending.removesuffix("\r")
 
 

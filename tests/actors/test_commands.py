@@ -232,7 +232,9 @@ async def test_compact_types_compact_then_reloads_each_memory_file(harness: Harn
         {"agentId": "ag_c", "memory": {"alwaysReload": ["NOTES.md", "docs/PLAN.md"]}},
         "c2",
     )
-    assert result == {"agentId": "ag_c", "compacted": None, "reloaded": ["NOTES.md", "docs/PLAN.md"]}
+    assert result == {
+        "agentId": "ag_c", "compacted": None, "reloaded": ["NOTES.md", "docs/PLAN.md"]
+    }
     assert await record.lines(6) == [
         "/compact",
         "@NOTES.md",
@@ -268,16 +270,21 @@ async def test_compact_refuses_memory_outside_base_before_typing(harness: Harnes
             f"directory: {harness.base}"
         )
     (harness.base / "OK.md").write_text("fine")
-    with pytest.raises(CommandRejected, match=r"alwaysReload\[1\]: no such file: GONE.md$"):
+    (harness.base / "adir").mkdir()
+    with pytest.raises(CommandRejected, match=r"alwaysReload\[1\]: not a file: adir$"):
         await fleet.execute(
             "agent.compact",
-            {"agentId": "ag_m", "memory": {"alwaysReload": ["OK.md", "GONE.md"]}},
+            {"agentId": "ag_m", "memory": {"alwaysReload": ["OK.md", "adir"]}},
             "c3",
         )
-    # Nothing was typed: the next line the agent reads is the next compaction.
-    await fleet.execute(
-        "agent.compact", {"agentId": "ag_m", "memory": {"alwaysReload": ["OK.md"]}}, "c4"
+    # Nothing was typed: the next line the agent reads is the next compaction. A
+    # missing file is named in the result; the others are reloaded.
+    result = await fleet.execute(
+        "agent.compact", {"agentId": "ag_m", "memory": {"alwaysReload": ["GONE.md", "OK.md"]}},
+        "c4",
     )
+    assert result == {"agentId": "ag_m", "compacted": None, "reloaded": ["OK.md"],
+                      "missing": ["GONE.md"]}
     assert await record.lines(3) == ["/compact", "@OK.md", "fine"]
 
 

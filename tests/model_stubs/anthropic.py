@@ -129,7 +129,9 @@ class AnthropicStub:
         self._server.daemon_threads = True
         host, port = self._server.server_address[:2]
         self.url = f"http://{host}:{port}"
-        self._thread = threading.Thread(target=self._server.serve_forever, name="anthropic-stub", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="anthropic-stub", daemon=True
+        )
         self._thread.start()
         return self.url
 
@@ -163,8 +165,12 @@ class AnthropicStub:
                 seen = len(self.requests)
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    summary = [f"{r.kind} {r.path} {r.last_user_text[:60]!r}" for r in self.requests]
-                    raise TimeoutError(f"no matching request in {timeout}s; saw {len(summary)}: {summary}")
+                    summary = [
+                        f"{r.kind} {r.path} {r.last_user_text[:60]!r}" for r in self.requests
+                    ]
+                    raise TimeoutError(
+                        f"no matching request in {timeout}s; saw {len(summary)}: {summary}"
+                    )
                 self._changed.wait(left)
 
     def _record(self, recorded: Recorded) -> None:
@@ -204,10 +210,16 @@ class _Handler(BaseHTTPRequestHandler):
         path = self.path.split("?")[0].rstrip("/")
 
         if stub.fail_status is not None and path.startswith("/v1/messages"):
-            self._json(stub.fail_status, {
-                "type": "error",
-                "error": {"type": _ERROR_TYPES.get(stub.fail_status, "api_error"), "message": f"stub failure {stub.fail_status}"},
-            })
+            self._json(
+                stub.fail_status,
+                {
+                    "type": "error",
+                    "error": {
+                        "type": _ERROR_TYPES.get(stub.fail_status, "api_error"),
+                        "message": f"stub failure {stub.fail_status}",
+                    },
+                },
+            )
             return
         if path == "/v1/messages/count_tokens":
             self._json(200, {"input_tokens": max(1, len(text) // 4)})
@@ -224,7 +236,14 @@ class _Handler(BaseHTTPRequestHandler):
             time.sleep(stub.reply_delay)
             if stub.tool_use is not None and not _ends_with_tool_result(body):
                 name, tool_input = stub.tool_use
-                blocks = [{"type": "tool_use", "id": f"toolu_{uuid.uuid4().hex[:24]}", "name": name, "input": tool_input}]
+                blocks = [
+                    {
+                        "type": "tool_use",
+                        "id": f"toolu_{uuid.uuid4().hex[:24]}",
+                        "name": name,
+                        "input": tool_input,
+                    }
+                ]
             else:
                 blocks = [{"type": "text", "text": stub.reply}]
         else:
@@ -243,12 +262,19 @@ class _Handler(BaseHTTPRequestHandler):
         if body.get("safeguards"):
             # Auto mode asks the API to judge tool calls; without an answer it
             # stops to say that its safety check is unavailable. Judge them harmless.
-            message["safeguard_results"] = [{
-                "type": "dangerous_tool_use",
-                "status": {"type": "available", "tool_uses": {
-                    b["id"]: {"type": "evaluated", "outcome": "not_flagged"} for b in blocks if b["type"] == "tool_use"
-                }},
-            }]
+            message["safeguard_results"] = [
+                {
+                    "type": "dangerous_tool_use",
+                    "status": {
+                        "type": "available",
+                        "tool_uses": {
+                            b["id"]: {"type": "evaluated", "outcome": "not_flagged"}
+                            for b in blocks
+                            if b["type"] == "tool_use"
+                        },
+                    },
+                }
+            ]
         if body.get("stream"):
             self._stream(message)
         else:
@@ -274,21 +300,44 @@ class _Handler(BaseHTTPRequestHandler):
         self.close_connection = True
         blocks = message["content"]
         safeguards = message.pop("safeguard_results", None)
-        head = {**message, "content": [], "stop_reason": None, "usage": {**message["usage"], "output_tokens": 1}}
+        head = {
+            **message,
+            "content": [],
+            "stop_reason": None,
+            "usage": {**message["usage"], "output_tokens": 1},
+        }
         events: list[dict[str, Any]] = [{"type": "message_start", "message": head}]
         for index, block in enumerate(blocks):
             if block["type"] == "tool_use":
-                events.append({"type": "content_block_start", "index": index, "content_block": {**block, "input": {}}})
+                events.append(
+                    {
+                        "type": "content_block_start",
+                        "index": index,
+                        "content_block": {**block, "input": {}},
+                    }
+                )
                 delta = {"type": "input_json_delta", "partial_json": json.dumps(block["input"])}
             else:
-                events.append({"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}})
+                events.append(
+                    {
+                        "type": "content_block_start",
+                        "index": index,
+                        "content_block": {"type": "text", "text": ""},
+                    }
+                )
                 delta = {"type": "text_delta", "text": block["text"]}
             events.append({"type": "content_block_delta", "index": index, "delta": delta})
             events.append({"type": "content_block_stop", "index": index})
         final: dict[str, Any] = {"stop_reason": message["stop_reason"], "stop_sequence": None}
         if safeguards is not None:
             final["safeguard_results"] = safeguards
-        events.append({"type": "message_delta", "delta": final, "usage": {"output_tokens": message["usage"]["output_tokens"]}})
+        events.append(
+            {
+                "type": "message_delta",
+                "delta": final,
+                "usage": {"output_tokens": message["usage"]["output_tokens"]},
+            }
+        )
         events.append({"type": "message_stop"})
         for event in events:
             self.wfile.write(f"event: {event['type']}\ndata: {json.dumps(event)}\n\n".encode())
@@ -311,7 +360,9 @@ def _ends_with_tool_result(body: dict[str, Any]) -> bool:
     messages = body.get("messages") or []
     if not messages or not isinstance(messages[-1].get("content"), list):
         return False
-    return any(isinstance(b, dict) and b.get("type") == "tool_result" for b in messages[-1]["content"])
+    return any(
+        isinstance(b, dict) and b.get("type") == "tool_result" for b in messages[-1]["content"]
+    )
 
 
 def _side_reply(body: dict[str, Any]) -> str:

@@ -108,10 +108,22 @@ def _google_error(status: int) -> dict[str, Any]:
         phrase = HTTPStatus(status).phrase
     except ValueError:
         phrase = "Error"
-    names = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED",
-             404: "NOT_FOUND", 429: "RESOURCE_EXHAUSTED", 500: "INTERNAL", 503: "UNAVAILABLE"}
-    return {"error": {"code": status, "message": f"stub error: {phrase}",
-                      "status": names.get(status, "UNKNOWN")}}
+    names = {
+        400: "INVALID_ARGUMENT",
+        401: "UNAUTHENTICATED",
+        403: "PERMISSION_DENIED",
+        404: "NOT_FOUND",
+        429: "RESOURCE_EXHAUSTED",
+        500: "INTERNAL",
+        503: "UNAVAILABLE",
+    }
+    return {
+        "error": {
+            "code": status,
+            "message": f"stub error: {phrase}",
+            "status": names.get(status, "UNKNOWN"),
+        }
+    }
 
 
 class GeminiStub:
@@ -120,9 +132,14 @@ class GeminiStub:
     ``function_calls`` (queue of (name, args) answered, one per chat turn, as a
     functionCall instead of text)."""
 
-    def __init__(self, *, reply: str = "stub reply",
-                 summary: str = "stub summary of the conversation",
-                 compact_delay: float = 0.0, fail_status: int | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        reply: str = "stub reply",
+        summary: str = "stub summary of the conversation",
+        compact_delay: float = 0.0,
+        fail_status: int | None = None,
+    ) -> None:
         self.reply = reply
         self.summary = summary
         self.compact_delay = compact_delay
@@ -212,12 +229,19 @@ class GeminiStub:
         if _COMPACT_MARKER in system:
             kind = "compact"
         elif method == "streamGenerateContent" and "application/json" != gen_config.get(
-                "responseMimeType"):
+            "responseMimeType"
+        ):
             kind = "chat"
         else:
             kind = "other"
-        rec = Recorded(path=h.path, headers={k.lower(): v for k, v in h.headers.items()},
-                       body=body, kind=kind, text=text, last_user_text=last_user)
+        rec = Recorded(
+            path=h.path,
+            headers={k.lower(): v for k, v in h.headers.items()},
+            body=body,
+            kind=kind,
+            text=text,
+            last_user_text=last_user,
+        )
         with self._cond:
             self.requests.append(rec)
             self._cond.notify_all()
@@ -251,10 +275,14 @@ class GeminiStub:
         else:
             parts = [{"text": self.reply}]
         response = {
-            "candidates": [{"content": {"role": "model", "parts": parts},
-                            "finishReason": "STOP", "index": 0}],
-            "usageMetadata": {"promptTokenCount": prompt_tokens, "candidatesTokenCount": 5,
-                              "totalTokenCount": prompt_tokens + 5},
+            "candidates": [
+                {"content": {"role": "model", "parts": parts}, "finishReason": "STOP", "index": 0}
+            ],
+            "usageMetadata": {
+                "promptTokenCount": prompt_tokens,
+                "candidatesTokenCount": 5,
+                "totalTokenCount": prompt_tokens + 5,
+            },
             "modelVersion": match["model"] if match else "stub",
         }
         if method == "streamGenerateContent":
@@ -283,8 +311,7 @@ def cli_env(home: str, base_url: str) -> dict[str, str]:
     gemini_dir = os.path.join(home, ".gemini")
     os.makedirs(gemini_dir, exist_ok=True)
     settings = {
-        "security": {"auth": {"selectedType": "gemini-api-key"},
-                     "folderTrust": {"enabled": True}},
+        "security": {"auth": {"selectedType": "gemini-api-key"}, "folderTrust": {"enabled": True}},
         "general": {"enableAutoUpdate": False, "enableAutoUpdateNotification": False},
         "privacy": {"usageStatisticsEnabled": False},
         "telemetry": {"enabled": False},

@@ -8,6 +8,7 @@ call (``POST /v1/responses/compact``) is answered too, in case a build uses it.
 
 Stdlib only: a ThreadingHTTPServer on 127.0.0.1, port 0, in a daemon thread.
 """
+
 from __future__ import annotations
 
 import json
@@ -107,9 +108,14 @@ def _sse(event: dict[str, Any]) -> bytes:
 
 
 class OpenAIStub:
-    def __init__(self, *, reply: str = "stub reply",
-                 summary: str = "stub summary of the conversation",
-                 compact_delay: float = 0.0, fail_status: int | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        reply: str = "stub reply",
+        summary: str = "stub summary of the conversation",
+        compact_delay: float = 0.0,
+        fail_status: int | None = None,
+    ) -> None:
         self.reply = reply
         self.summary = summary
         self.compact_delay = compact_delay
@@ -151,8 +157,9 @@ class OpenAIStub:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever,
-                                        name="openai-stub", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="openai-stub", daemon=True
+        )
         self._thread.start()
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}/v1"
         return self.url
@@ -201,20 +208,38 @@ class OpenAIStub:
         path = h.path.split("?", 1)[0]
         headers = {k.lower(): v for k, v in h.headers.items()}
         kind, text, last_user = _analyse(path, headers, body)
-        rec = Recorded(path=h.path, headers=headers, body=body, kind=kind, text=text,
-                       last_user_text=last_user)
+        rec = Recorded(
+            path=h.path, headers=headers, body=body, kind=kind, text=text, last_user_text=last_user
+        )
         with self._cond:
             self.requests.append(rec)
             self._cond.notify_all()
         if self.fail_status is not None and h.command == "POST":
-            self._json(h, self.fail_status, {"error": {
-                "message": f"stub failure {self.fail_status}", "type": "server_error"
-                if self.fail_status >= 500 else "invalid_request_error",
-                "param": None, "code": None}})
+            self._json(
+                h,
+                self.fail_status,
+                {
+                    "error": {
+                        "message": f"stub failure {self.fail_status}",
+                        "type": "server_error"
+                        if self.fail_status >= 500
+                        else "invalid_request_error",
+                        "param": None,
+                        "code": None,
+                    }
+                },
+            )
             return
         if path.rstrip("/").endswith("/models"):
-            self._json(h, 200, {"object": "list", "models": [],
-                                "data": [{"id": MODEL, "object": "model", "owned_by": "stub"}]})
+            self._json(
+                h,
+                200,
+                {
+                    "object": "list",
+                    "models": [],
+                    "data": [{"id": MODEL, "object": "model", "owned_by": "stub"}],
+                },
+            )
         elif kind == "compact" and path.rstrip("/").endswith("/compact"):
             time.sleep(self.compact_delay)
             self._json(h, 200, {"output": [self._message(self.summary)]})
@@ -242,16 +267,26 @@ class OpenAIStub:
             if "Approval policy is currently never" not in text:
                 args["sandbox_permissions"] = "require_escalated"
                 args["justification"] = f"Run {self.shell_command}?"
-            return [{"type": "function_call", "id": f"fc_{uuid.uuid4().hex[:12]}",
-                     "call_id": f"call_{uuid.uuid4().hex[:12]}", "name": "exec_command",
-                     "arguments": json.dumps(args)}]
+            return [
+                {
+                    "type": "function_call",
+                    "id": f"fc_{uuid.uuid4().hex[:12]}",
+                    "call_id": f"call_{uuid.uuid4().hex[:12]}",
+                    "name": "exec_command",
+                    "arguments": json.dumps(args),
+                }
+            ]
         return [self._message(self.reply)]
 
     @staticmethod
     def _message(text: str) -> dict[str, Any]:
-        return {"type": "message", "role": "assistant", "id": f"msg_{uuid.uuid4().hex[:12]}",
-                "status": "completed",
-                "content": [{"type": "output_text", "text": text, "annotations": []}]}
+        return {
+            "type": "message",
+            "role": "assistant",
+            "id": f"msg_{uuid.uuid4().hex[:12]}",
+            "status": "completed",
+            "content": [{"type": "output_text", "text": text, "annotations": []}],
+        }
 
     @staticmethod
     def _json(h: BaseHTTPRequestHandler, status: int, obj: Any) -> None:
@@ -266,21 +301,38 @@ class OpenAIStub:
     def _stream(h: BaseHTTPRequestHandler, output: list[dict[str, Any]]) -> None:
         rid = f"resp_{uuid.uuid4().hex[:12]}"
         events: list[dict[str, Any]] = [
-            {"type": "response.created", "response": {"id": rid, "status": "in_progress"}}]
+            {"type": "response.created", "response": {"id": rid, "status": "in_progress"}}
+        ]
         for idx, item in enumerate(output):
-            events.append({"type": "response.output_item.added", "output_index": idx,
-                           "item": item})
+            events.append({"type": "response.output_item.added", "output_index": idx, "item": item})
             if item["type"] == "message":
-                events.append({"type": "response.output_text.delta", "output_index": idx,
-                               "content_index": 0, "item_id": item["id"],
-                               "delta": item["content"][0]["text"]})
-            events.append({"type": "response.output_item.done", "output_index": idx,
-                           "item": item})
-        events.append({"type": "response.completed", "response": {
-            "id": rid, "status": "completed", "output": output,
-            "usage": {"input_tokens": 10, "input_tokens_details": {"cached_tokens": 0},
-                      "output_tokens": 5, "output_tokens_details": {"reasoning_tokens": 0},
-                      "total_tokens": 15}}})
+                events.append(
+                    {
+                        "type": "response.output_text.delta",
+                        "output_index": idx,
+                        "content_index": 0,
+                        "item_id": item["id"],
+                        "delta": item["content"][0]["text"],
+                    }
+                )
+            events.append({"type": "response.output_item.done", "output_index": idx, "item": item})
+        events.append(
+            {
+                "type": "response.completed",
+                "response": {
+                    "id": rid,
+                    "status": "completed",
+                    "output": output,
+                    "usage": {
+                        "input_tokens": 10,
+                        "input_tokens_details": {"cached_tokens": 0},
+                        "output_tokens": 5,
+                        "output_tokens_details": {"reasoning_tokens": 0},
+                        "total_tokens": 15,
+                    },
+                },
+            }
+        )
         h.send_response(200)
         h.send_header("Content-Type", "text/event-stream")
         h.send_header("Cache-Control", "no-cache")

@@ -1,17 +1,18 @@
-"""What the daemon loads: for an http:// relay, no httpx (nor what it pulls in),
-no OpenSSL, and no importlib.metadata for its own version.
+"""What the daemon loads: memory kept honest by not importing what ``run`` does
+not use. No dev relay (starlette, its server), no httpx for an http:// relay
+(nor the standard-library modules it pulls in: email, http.client…), no
+importlib.metadata for its own version; and no import tricks (TARGETS.md):
+the modules it does load are the real ones.
 
-httpx and the standard-library modules it imports (email, http.client,
-urllib.request, http.cookiejar…) are 2-3 MB of a daemon that should stay
-under 35 MB; an http:// relay is spoken to through the project's own
-transport, event stream included. The process is the real one, and Python
-itself lists every module it imports (``PYTHONPROFILEIMPORTTIME``).
+The process is the real one, and Python itself lists every module it
+imports (``PYTHONPROFILEIMPORTTIME``).
 """
 
 from __future__ import annotations
 
 import re
 import signal
+from pathlib import Path
 from typing import Any
 
 import trio
@@ -37,6 +38,8 @@ async def test_run_on_an_http_relay_never_loads_httpx(
         "orch:orch-crash", "agent.stop", {"agentId": "ag_f"}))
     assert stop["status"] == "succeeded", stop["error"]
     mapped = (await trio.Path(f"/proc/{proc.pid}/maps").read_text()).splitlines()
+    status = await trio.Path(f"/proc/{proc.pid}/status").read_text()
+    rss = int(re.search(r"VmRSS:\s+(\d+) kB", status)[1]) * 1024  # type: ignore[index]
     proc.send_signal(signal.SIGTERM)
     with trio.fail_after(20):
         while proc.poll() is None:  # noqa: ASYNC110
@@ -49,8 +52,38 @@ async def test_run_on_an_http_relay_never_loads_httpx(
     assert loaded == []
     # its version read from its own metadata file: no importlib.metadata, no email parser
     assert not {"importlib.metadata", "email", "email.parser"} & modules
-    # nor OpenSSL: trio's ssl and hmac stay stand-ins (orchestrator._lazy_imports)
-    assert not {"ssl", "_ssl", "hmac", "hashlib", "_hashlib", "secrets"} & modules
+    # nor the dev relay (starlette costs memory the daemon does not need)
+    dev = {"orchestrator._dev_relay", "orchestrator._asgi_server", "orchestrator._demo"}
+    assert not dev & modules
+    assert not [m for m in modules if m == "starlette" or m.startswith("starlette.")]
     files = {line.split()[-1] for line in mapped if "/" in line}
     assert any("libc.so" in f for f in files)  # the listing is there
-    assert not [f for f in files if "libcrypto" in f or "libssl" in f]
+    assert rss <= 45 * 1024 * 1024  # TARGETS.md: at most 45 MB itself
+
+
+def test_no_import_tricks() -> None:
+    """No stand-ins in ``sys.modules``, no private standard-library modules,
+    no patched library globals (TARGETS.md's RSS line): checked in a fresh
+    interpreter that imports what ``run`` imports and sets up its logging."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent("""
+        import importlib.util, logging, sys, types
+        before = (logging._srcfile, logging.logThreads, logging.logProcesses)
+        import orchestrator, orchestrator._cli, orchestrator._app, trio
+        from orchestrator._logging import setup_logging
+        setup_logging("json")
+        fakes = [name for name, module in list(sys.modules.items())
+                 if module is not None and type(module) is not types.ModuleType
+                 and name.split(".")[0] in ("ssl", "hmac", "orchestrator")]
+        print(fakes, importlib.util.find_spec("ssl") is not None)
+        print((logging._srcfile, logging.logThreads, logging.logProcesses) == before)
+    """)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["[] True", "True"]
+    package = Path(__file__).parents[2] / "orchestrator"
+    assert not (package / "_lazy_imports.py").exists()

@@ -46,31 +46,73 @@ async def test_verbose_logs_the_wire_without_bodies(relay: object, start_orchest
     assert orch.presence.registrations >= 1
 
 
-def test_the_daemon_logs_without_walking_the_stack_for_each_line(capsys: object) -> None:
-    """The lines carry no caller, thread or process fields, so the daemon's
-    logging skips looking them up (a stack walk per line on the spawn path),
-    and a line still reaches stderr whole, with its fields."""
+def test_one_tree_is_configured_and_logging_itself_is_left_alone(capsys: object) -> None:
+    """The dev relay and its server log under ``relay_orchestrator.*`` too, through
+    the one handler; ``setup_logging`` patches none of the logging module's globals."""
     import pytest
 
     from orchestrator._logging import setup_logging
 
     assert isinstance(capsys, pytest.CaptureFixture)
-    saved = (logging._srcfile, logging.logThreads, logging.logProcesses)  # type: ignore[attr-defined]
+    saved = (logging._srcfile, logging.logThreads, logging.logProcesses,  # type: ignore[attr-defined]
+             logging.logMultiprocessing)
     loggers = [logging.getLogger(n) for n in ("relay_orchestrator", "actors", "supervisors")]
     before = [(lg.handlers[:], lg.level, lg.propagate) for lg in loggers]
     try:
         setup_logging("json")
-        seen: list[logging.LogRecord] = []
-        logger = logging.getLogger("relay_orchestrator.test")
-        logger.addFilter(lambda rec: seen.append(rec) or True)
-        logger.info("agent %s started", "ag_1", extra={"agentId": "ag_1"})
-        assert seen and seen[0].funcName == "(unknown function)" and seen[0].lineno == 0
-        assert seen[0].threadName is None and seen[0].process is None
-        line = json.loads(capsys.readouterr().err.strip().splitlines()[-1])
-        assert line["msg"] == "agent ag_1 started" and line["agentId"] == "ag_1"
+        setup_logging("json")  # again: still one handler
+        assert len(loggers[0].handlers) == 1
+        assert (logging._srcfile, logging.logThreads, logging.logProcesses,  # type: ignore[attr-defined]
+                logging.logMultiprocessing) == saved
+        import orchestrator._asgi_server
+        import orchestrator._dev_relay
+
+        for module in (orchestrator._asgi_server, orchestrator._dev_relay):
+            module.log.error("from %s", module.__name__, extra={"agentId": "ag_1"})
+        lines = [json.loads(line) for line in capsys.readouterr().err.strip().splitlines()]
+        assert [(line["logger"], line["msg"], line["agentId"]) for line in lines] == [
+            ("relay_orchestrator.asgi", "from orchestrator._asgi_server", "ag_1"),
+            ("relay_orchestrator.dev_relay", "from orchestrator._dev_relay", "ag_1"),
+        ]
     finally:
-        logging._srcfile, logging.logThreads, logging.logProcesses = saved  # type: ignore[attr-defined]
-        logging.logMultiprocessing = True
         for lg, (handlers, level, propagate) in zip(loggers, before, strict=True):
             lg.handlers[:], lg.propagate = handlers, propagate
             lg.setLevel(level)
+
+
+def test_the_relay_command_logs_through_the_same_setup(tmp_path: object) -> None:
+    """``relay-orchestrator relay`` sets up logging: an error of the dev relay
+    (here: its state file cannot be written on the way out, its temporary
+    name taken by a directory) is a JSON line off a terminal, not Python's
+    last-resort handler's bare text."""
+    import select
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from ..conftest import cli_env
+
+    assert isinstance(tmp_path, Path)
+    state = tmp_path / "state.json"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator", "relay", "--port", "0", "--token", "t",
+         "--state-file", str(state)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=cli_env(), text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        assert select.select([proc.stdout], [], [], 20)[0], "no line within 20 s"
+        first = proc.stdout.readline()  # printed once it listens
+        assert first.startswith("dev relay listening on http://127.0.0.1:"), first
+        (tmp_path / "state.json.tmp").mkdir()
+        proc.send_signal(signal.SIGINT)  # it writes its state once more on the way out
+        _, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    lines = [json.loads(line) for line in err.strip().splitlines()]
+    assert any(line["logger"] == "relay_orchestrator.dev_relay" and line["level"] == "error"
+               and "cannot write its state file" in line["msg"] for line in lines), err

@@ -66,7 +66,7 @@ async def test_usage_rides_on_heartbeat_registration_and_put(
     await wait_lines(record, "started")
     beats = relay.orchestrator("orch-use")["heartbeats"]
     sampled = await wait_agent(relay, "orch-use", "ag_u",
-                               lambda a: a["usage"]["memoryRss"] > 1 * MB)
+                               lambda a: (a.get("usage") or {}).get("memoryRss", 0) > 1 * MB)
     assert relay.orchestrator("orch-use")["heartbeats"] > beats  # a heartbeat carried it
     assert sampled["usage"]["tasks"] >= 1
     assert sampled["usage"]["memoryPeak"] >= sampled["usage"]["memoryRss"]
@@ -192,3 +192,30 @@ def test_an_invalid_limit_is_a_configuration_error_naming_the_key(tmp_path: Path
         assert f"[providers.command] {key}:" in proc.stderr
         assert "Traceback" not in proc.stderr
 
+
+
+async def test_usage_is_left_out_until_it_has_been_measured(
+    relay: Any, start_orchestrator: Any, tmp_path: Path
+) -> None:
+    """Before: the first reports of a new agent said ``memoryRss: 0`` (a relay
+    showed "0 MB" for a running agent) until a heartbeat sampled it."""
+    orch = await start_orchestrator(id="orch-first", heartbeat_interval="600")
+    base = (tmp_path / "base").resolve()
+    seen: list[dict[str, Any]] = []
+
+    def running() -> bool:  # called at every change of the relay's state: sees every report
+        agents = (relay.orchestrator("orch-first") or {}).get("agents") or []
+        seen.extend(a for a in agents if a["agentId"] == "ag_new")
+        return any(a["status"] == "running" for a in seen)
+
+    done = relay.create_command(orch.agent_id, "agent.spawn",
+                                spawn_params(base, "ag_new", base / "n.rec", "--term", "exit"))
+    with trio.fail_after(WAIT):
+        await relay.wait_for(running)
+    assert (await settle(relay, done))["status"] == "succeeded"
+    assert seen and all(a.get("usage") is None for a in seen), seen
+    assert all(a.get("usage") is None for a in orch.status()["agents"])
+    await orch.presence.beat_now()  # the first sample rides on it
+    measured = await wait_agent(relay, "orch-first", "ag_new",
+                                lambda a: (a.get("usage") or {}).get("memoryRss", 0) > 0)
+    assert measured["status"] == "running"

@@ -40,11 +40,11 @@ async def test_trust_never_leaves_the_question_to_a_person_and_compact_types_not
     relay: Any, start_orchestrator: Any, tmp_path: Any, clis_bin: Any, stub: AnthropicStub,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    import os
+
     from orchestrator._app import tmux_socket
 
     from ..conftest import make_settings
-
-    import os
 
     path = f"{clis_bin}{os.pathsep}{os.environ['PATH']}"
     monkeypatch.setenv("PATH", path)
