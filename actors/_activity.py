@@ -1,8 +1,9 @@
 """What an agent in tmux is doing, from its screen, after its output.
 
 The tracker of one agent waits for its ``output.log`` to be written to
-(``_filewatch.py``), lets the output settle briefly (``QUIET``, at most
-``MAX_DELAY`` while it keeps flowing), then reads the pane once and hands
+(``_filewatch.py``), lets the output settle briefly (``QUIET``; output that
+keeps flowing, a spinner say, is read after ``MAX_DELAY``, then less often
+while the screen says the same), then reads the pane once and hands
 the text to the provider's recognizer (``_screens.py``). A new activity or
 question is reported through ``on_change``; a question the provider's
 policy answers (folder trust, the environment's API key) is answered
@@ -27,7 +28,8 @@ from ._screens import Activity, Screen, recognize
 log = logging.getLogger("actors")
 
 QUIET = 0.04  # output settles this long before the screen is read
-MAX_DELAY = 0.15  # … but output that keeps flowing is read this often
+MAX_DELAY = 0.15  # … but output that keeps flowing is read this soon
+FLOWING_MAX = 1.0  # … and, while what it shows stays the same, less often, down to this
 ANSWER_LIMIT = 8  # keys pressed for one question; still there after them, it is left to a person
 STARTUP_SETTLE = 0.8  # a prompt at start-up holds still this long before it counts as ready
 ANSWER_SETTLE = 0.6  # a question's screen holds still this long before a key is pressed
@@ -69,21 +71,28 @@ class ActivityTracker:
     async def run(self) -> None:
         try:
             await self.refresh()
+            streak = 0  # reads in a row of output still flowing that changed nothing
             while True:
+                flowing = False
                 with trio.move_on_at(self._recheck_at or float("inf")):
                     await self._watched.wait()
-                    await self._settle()
+                    flowing = await self._settle(min(MAX_DELAY * 2**streak, FLOWING_MAX))
+                before = self.screen.activity
                 await self.refresh()
+                streak = streak + 1 if flowing and self.screen.activity is before else 0
         finally:
             self._watched.close()
 
-    async def _settle(self) -> None:
-        deadline = trio.current_time() + MAX_DELAY
+    async def _settle(self, longest: float) -> bool:
+        """Until the output has been quiet for QUIET, at most ``longest``;
+        whether it was still flowing then (a spinner, a stream of text)."""
+        deadline = trio.current_time() + longest
         while trio.current_time() < deadline:
             with trio.move_on_after(QUIET) as quiet:
                 await self._watched.wait()
             if quiet.cancelled_caught:
-                return
+                return False
+        return True
 
     async def refresh(self) -> Screen:
         """Read the screen now; report and answer what it shows."""

@@ -36,7 +36,7 @@ import trio
 
 from ._activity import ActivityTracker
 from ._agent import AgentState, AgentStatus, ExitInfo, meta_of, now_ms
-from ._cli_config import claude_answers
+from ._first_run import answer_ahead, policy_keys
 from ._limits import memory_limit_reason
 from ._output import make_agent_dir
 from ._params import (
@@ -48,7 +48,7 @@ from ._params import (
     parse_spawn,
 )
 from ._plain import PlainSession
-from ._prepare import FleetContext, Launch, within
+from ._prepare import FleetContext, Launch
 from ._process import (
     ExitStatus,
     Liveness,
@@ -68,11 +68,12 @@ from ._resume import (
     resumed_from,
     wants_resume,
 )
-from ._screens import Activity, Screen, api_key_variable, has_screens
+from ._screens import Activity, Screen, has_screens
 from ._session import LaunchFailed, Session
 from ._sessions import codex_session_id
 from ._store import RECORD_VERSION
 from ._tmux import TmuxSession
+from ._typing import Typist
 from ._usage import Usage, UsageProbe
 from ._workspace import Workspace, make_worktree
 
@@ -80,9 +81,7 @@ log = logging.getLogger("actors")
 
 MAILBOX_SIZE = 16
 LAUNCH_BOUND = 30.0  # a start is shielded from cancellation, this long at most
-COMPACT_BEGIN = 5.0  # a compaction shows on the screen this soon, or the CLI did none
 EARLY_EXIT = 10.0  # an agent that ends this soon after its start: its first lines are kept too
-TAKEN_WITHIN = 3.0  # typed input leaves the prompt line this soon, or Enter is pressed again
 STOPPING_UNSAID = 0.05  # an agent that ends this soon after SIGTERM is never reported stopping
 
 
@@ -362,21 +361,10 @@ class AgentActor:
 
     async def _answer_ahead(self, launch: Launch, cwd: Path) -> None:
         """The first-run answers the CLI keeps in its own settings, by policy."""
-        config = launch.provider
-        if config.kind != "claude":
-            return
         assert self.state is not None
-        trust = config.trust_workspace == "base-dir" or (
-            config.trust_workspace == "worktrees" and self.state.workspace is not None
-            and self.state.workspace.worktree_path is not None
-        )
-        variable = api_key_variable(config.kind)
-        key = launch.params.env.get(variable) if variable and config.accept_env_api_key else None
-        written = await trio.to_thread.run_sync(
-            partial(claude_answers, launch.env, cwd, trust=trust, api_key=key)
-        )
+        written = await answer_ahead(launch.provider, self.state, launch.params, launch.env, cwd)
         if written:
-            log.info("agent %s: %s answered in claude's settings", self.agent_id,
+            log.info("agent %s: %s answered in the CLI's settings", self.agent_id,
                      " and ".join(written))
 
     async def _open_session(
@@ -516,7 +504,7 @@ class AgentActor:
             return
         state.activity = screen.activity.value
         state.question = screen.question
-        log.info("agent %s is %s", self.agent_id, state.activity)  # never the question
+        log.debug("agent %s is %s", self.agent_id, state.activity)  # never the question
         self._commit()
         running = self._running
         config = self._ctx.config.provider(state.provider)
@@ -551,62 +539,23 @@ class AgentActor:
             running.learning = False
 
     def _answer(self, screen: Screen) -> tuple[str, ...] | None:
-        """The keys that answer ``screen``'s question, where policy says so."""
         state, params = self.state, self.params
         config = self._ctx.config.provider(state.provider) if state else None
         if state is None or params is None or config is None:
             return None
-        if screen.topic == "trust":
-            if config.trust_workspace == "never":
-                return None
-            if config.trust_workspace == "worktrees":
-                tree = state.workspace.worktree_path if state.workspace else None
-                if not tree or not within(Path(state.cwd), Path(tree)):
-                    return None
-            return screen.answer
-        if screen.topic == "api-key":
-            variable = api_key_variable(config.kind)
-            if config.accept_env_api_key and variable is not None and variable in params.env:
-                return screen.answer
-        return None
+        return policy_keys(screen, config=config, state=state, params=params)
 
-    async def _until_ready(self, running: _Running, tracker: ActivityTracker) -> Screen:
-        """The agent ready for input (bounded by ``input_timeout``), or why not."""
-        screen = await tracker.refresh()
-        if not (screen.activity is Activity.READY or screen.waiting):
-            timeout = self._ctx.config.input_timeout
-            screen = await tracker.wait_for(
-                lambda s: s.activity is Activity.READY, timeout, stop=lambda s: s.waiting
-            )
-            if running.watch.ended.is_set():
-                raise CommandRejected(f"agent {self.agent_id} ended before it took its input")
-            if not (screen.activity is Activity.READY or screen.waiting):
-                raise CommandRejected(
-                    f"agent {self.agent_id} was not ready for input within {timeout:g} s "
-                    f"({screen.activity.value})"
-                )
-        if screen.waiting:
-            raise CommandRejected(f"agent is waiting for an answer: {screen.question or ''}")
-        return screen
-
-    async def _confirm_taken(self, running: _Running, tracker: ActivityTracker, text: str) -> None:
-        """The input left the prompt line (or the agent got busy); else Enter once more."""
-        head = text.strip().split("\n", 1)[0][:24].strip()
-
-        def taken(screen: Screen) -> bool:
-            return screen.activity is not Activity.READY or head not in screen.input_line
-
-        with trio.move_on_after(TAKEN_WITHIN):
-            while True:
-                await tracker.changed()
-                if tracker.closed or taken(tracker.screen):
-                    return
-        screen = await tracker.refresh()
-        if not taken(screen):
-            log.info("agent %s: its input was not submitted; pressing Enter again", self.agent_id)
-            session = running.session
-            assert isinstance(session, TmuxSession)
-            await session.send_keys(["Enter"])
+    def _typist(self, running: _Running) -> Typist:
+        assert self.state is not None
+        config = self._ctx.config.provider(self.state.provider)
+        return Typist(
+            agent_id=self.agent_id,
+            session=running.session,
+            ended=running.watch.ended,
+            tracker=running.tracker,
+            input_timeout=self._ctx.config.input_timeout,
+            enter_after=config.enter_after if config is not None else 0.0,
+        )
 
     # -- stop ----------------------------------------------------------------
 
@@ -653,9 +602,8 @@ class AgentActor:
             deadline = trio.current_time() + within / 2
             with trio.move_on_at(deadline):
                 try:
-                    if running.tracker is None or (
-                        (await running.tracker.refresh()).activity is Activity.READY
-                    ):
+                    typist = self._typist(running)
+                    if await typist.ready():  # never into a question
                         await running.session.send(
                             provider.quit_input, enter_after=provider.enter_after
                         )
@@ -728,13 +676,13 @@ class AgentActor:
         files, missing = self._ctx.memory_files(self.state, params.always_reload)
         config = self._ctx.config.provider(self.state.provider)
         assert config is not None
-        tracker = running.tracker
+        typist = self._typist(running)
         compacted: bool | None = None
-        await self._type(running, config.compact_input)
-        if tracker is not None:
-            compacted = await self._compaction(running, tracker, config.compact_timeout)
+        await typist.type(config.compact_input)
+        if typist.tracker is not None:
+            compacted = await typist.compaction(config.compact_timeout)
         for path, content in files:
-            await self._type(running, reload_input(path, content))
+            await typist.type(reload_input(path, content))
         result: dict[str, Any] = {
             "agentId": self.agent_id,
             "compacted": compacted,
@@ -743,52 +691,6 @@ class AgentActor:
         if missing:
             result["missing"] = missing
         return result
-
-    async def _compaction(
-        self, running: _Running, tracker: ActivityTracker, within: float
-    ) -> bool:
-        """After ``/compact``: until it has begun (or the CLI refused it), then
-        until the agent is ready again. Whether it compacted: a CLI that said
-        no, or showed no compaction at all within COMPACT_BEGIN, did not."""
-        screen = await tracker.wait_for(
-            lambda s: s.activity is Activity.BUSY or s.compact_refused or s.compact_done,
-            COMPACT_BEGIN,
-            stop=lambda s: s.waiting,
-        )
-        began = screen.activity is Activity.BUSY or screen.compact_done
-        if began and not screen.compact_refused:
-            screen = await tracker.wait_for(
-                lambda s: s.activity is Activity.READY, within, stop=lambda s: s.waiting
-            )
-        if running.watch.ended.is_set():
-            raise CommandRejected(f"agent {self.agent_id} ended while compacting")
-        if screen.waiting:
-            raise CommandRejected(f"agent is waiting for an answer: {screen.question or ''}")
-        if screen.activity is not Activity.READY:
-            raise CommandRejected(
-                f"agent {self.agent_id} did not finish compacting within {within:g} s"
-            )
-        return began and not screen.compact_refused
-
-    async def _type(self, running: _Running, text: str) -> None:
-        """Type into the agent: only when it is ready (if its screens are known)."""
-        if running.watch.ended.is_set():
-            raise CommandRejected(f"agent {self.agent_id} ended before it took its input")
-        assert self.state is not None
-        config = self._ctx.config.provider(self.state.provider)
-        enter_after = config.enter_after if config is not None else 0.0
-        tracker = running.tracker
-        if tracker is not None:
-            await self._until_ready(running, tracker)
-        timeout = self._ctx.config.input_timeout
-        with trio.move_on_after(timeout) as scope:
-            await running.session.send(text, enter_after=enter_after)
-        if scope.cancelled_caught:
-            raise CommandRejected(
-                f"agent {self.agent_id} did not take its input within {timeout:g} s"
-            )
-        if tracker is not None:
-            await self._confirm_taken(running, tracker, text)
 
     # -- adoption ------------------------------------------------------------
 

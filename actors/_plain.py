@@ -100,6 +100,9 @@ class PlainSession:
             raise CommandRejected("the agent's input is not available")
         await self._stream.send_all((text + "\n").encode())
 
+    async def send_keys(self, keys: Sequence[str]) -> None:
+        raise CommandRejected("a plain session has no terminal to press keys in")
+
     async def finish(self, status: ExitStatus, *, early: bool = False) -> tuple[ExitStatus, str]:
         self.close()
         return status, tail(self._log)

@@ -10,7 +10,7 @@ and, once it has ended, tells what is left to know (``finish``).
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from ._params import CommandRejected
@@ -60,6 +60,9 @@ class Session(Protocol):
     async def send(self, text: str, *, enter_after: float = 0.0) -> None:
         """Type ``text`` (one or more lines) into the agent, then Enter
         (``enter_after`` seconds later, where the session can wait)."""
+
+    async def send_keys(self, keys: Sequence[str]) -> None:
+        """Press keys (tmux key names), where the session has a terminal."""
 
     async def finish(self, status: ExitStatus, *, early: bool = False) -> tuple[ExitStatus, str]:
         """After the process ended: the fullest exit status known, and its last

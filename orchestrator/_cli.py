@@ -167,27 +167,25 @@ def cmd_relay(args: argparse.Namespace) -> int:
     async def serve() -> None:
         from ._dev_relay import serve_dev_relay
 
-        async with trio.open_nursery() as nursery:
-            relay = await nursery.start(
-                lambda task_status: serve_dev_relay(
-                    host=args.host, port=args.port, token=token, state_file=state_file,
-                    task_status=task_status,
+        # Listening for the signals before anything is printed: a Ctrl-C as
+        # soon as the URL shows ends the relay as cleanly as a later one.
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async with trio.open_nursery() as nursery:
+                relay = await nursery.start(
+                    lambda task_status: serve_dev_relay(
+                        host=args.host, port=args.port, token=token, state_file=state_file,
+                        task_status=task_status,
+                    )
                 )
-            )
-            print(f"dev relay listening on {relay.url}", flush=True)
-            if generated:
-                print(f"token: {token}", flush=True)
-            await _wait_signal()
-            nursery.cancel_scope.cancel()
+                print(f"dev relay listening on {relay.url}", flush=True)
+                if generated:
+                    print(f"token: {token}", flush=True)
+                async for _ in signals:
+                    break
+                nursery.cancel_scope.cancel()
 
     trio.run(serve)
     return EXIT_OK
-
-
-async def _wait_signal() -> None:
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async for _ in signals:
-            return
 
 
 # -- dev ---------------------------------------------------------------------

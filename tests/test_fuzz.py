@@ -341,7 +341,7 @@ def compact_cases(world: World) -> tuple[st.SearchStrategy[Case], st.SearchStrat
             "../outside.txt", "/etc/hostname", str(world.outside / "secret.txt"),
             world.file_link_out, f"{world.link_out}/secret.txt", "sub/../../outside.txt",
         ]).map(lambda p: ("memory", {"alwaysReload": [p, "NOTES.md"]}, escape)),
-        st.just(("memory", {"alwaysReload": ["missing.md"]}, f"{field}[0]: no such file")),
+        st.just(("memory", {"alwaysReload": ["."]}, f"{field}[0]: not a file")),
         st.one_of(bad_common("params")),
         bad_field("params", "agentId", not_string, ": expected string"),
     )

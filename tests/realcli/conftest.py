@@ -25,6 +25,15 @@ PROGRAMS = {"claude": "@anthropic-ai/claude-code", "codex": "@openai/codex",
 WAIT = 60.0  # a CLI's start, a turn with the stub, a quit
 
 
+@pytest.fixture(autouse=True)
+def not_in_ci(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The agents run as on a person's machine: gemini takes a CI environment
+    (CI, CONTINUOUS_INTEGRATION, CI_*) for a pipe and quits at once."""
+    for name in list(os.environ):
+        if name in ("CI", "CONTINUOUS_INTEGRATION") or name.startswith("CI_"):
+            monkeypatch.delenv(name)
+
+
 @pytest.fixture(scope="session")
 def clis_bin() -> Path:
     """Where the pinned CLIs are; the test fails (never skips) without them."""
