@@ -24,28 +24,17 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-import attrs
+from ._base import Recorded, RecordingStub
 
 # The last user message of a /compact request says this (Claude Code 2.1).
 _COMPACT_MARKER = "create a detailed summary of the conversation"
 _WRAPPERS = ("<system-reminder>", "<local-command-", "<command-name>", "<command-message>")
-
-
-@attrs.frozen
-class Recorded:
-    path: str
-    headers: dict[str, str]
-    body: Any
-    kind: str
-    text: str
-    last_user_text: str
 
 
 def _block_texts(content: Any) -> Iterator[str]:
@@ -91,7 +80,7 @@ def _kind(path: str, body: Any, last_user_text: str) -> str:
     return "chat" if body.get("tools") else "other"
 
 
-class AnthropicStub:
+class AnthropicStub(RecordingStub):
     def __init__(
         self,
         *,
@@ -105,78 +94,21 @@ class AnthropicStub:
         """``reply_delay``: seconds to wait before answering a chat request.
         ``tool_use``: (tool name, input): answer chat requests with that tool call
         unless the last user message carries a tool result (then ``reply``)."""
-        self.reply = reply
-        self.summary = summary
-        self.compact_delay = compact_delay
-        self.fail_status = fail_status
+        super().__init__(
+            reply=reply, summary=summary, compact_delay=compact_delay, fail_status=fail_status
+        )
         self.reply_delay = reply_delay
         self.tool_use = tool_use
-        self.url = ""
-        self.requests: list[Recorded] = []
-        self._changed = threading.Condition()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
-    # -- lifecycle -------------------------------------------------------------
+    name = "anthropic"
 
-    def start(self) -> str:
+    def handler(self) -> type[BaseHTTPRequestHandler]:
         stub = self
 
         class Handler(_Handler):
             owner = stub
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        host, port = self._server.server_address[:2]
-        self.url = f"http://{host}:{port}"
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="anthropic-stub", daemon=True
-        )
-        self._thread.start()
-        return self.url
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def __enter__(self) -> AnthropicStub:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    # -- inspection ------------------------------------------------------------
-
-    def chats(self) -> list[Recorded]:
-        with self._changed:
-            return [r for r in self.requests if r.kind == "chat"]
-
-    def wait_for(self, predicate: Callable[[Recorded], bool], timeout: float) -> Recorded:
-        deadline = time.monotonic() + timeout
-        seen = 0
-        with self._changed:
-            while True:
-                for recorded in self.requests[seen:]:
-                    if predicate(recorded):
-                        return recorded
-                seen = len(self.requests)
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    summary = [
-                        f"{r.kind} {r.path} {r.last_user_text[:60]!r}" for r in self.requests
-                    ]
-                    raise TimeoutError(
-                        f"no matching request in {timeout}s; saw {len(summary)}: {summary}"
-                    )
-                self._changed.wait(left)
-
-    def _record(self, recorded: Recorded) -> None:
-        with self._changed:
-            self.requests.append(recorded)
-            self._changed.notify_all()
+        return Handler
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -206,7 +138,7 @@ class _Handler(BaseHTTPRequestHandler):
         text, last_user_text = _texts(body)
         kind = _kind(self.path, body, last_user_text)
         headers = {k.lower(): v for k, v in self.headers.items()}
-        stub._record(Recorded(self.path, headers, body, kind, text, last_user_text))
+        stub.record(Recorded(self.path, headers, body, kind, text, last_user_text))
         path = self.path.split("?")[0].rstrip("/")
 
         if stub.fail_status is not None and path.startswith("/v1/messages"):

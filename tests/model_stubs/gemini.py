@@ -32,29 +32,17 @@ from __future__ import annotations
 import json
 import os
 import re
-import threading
 import time
-from collections.abc import Callable
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-import attrs
+from ._base import Recorded, RecordingStub
 
 _MODEL_PATH = re.compile(r"/models/(?P<model>[^:/?]+):(?P<method>[A-Za-z]+)")
 _COMPACT_MARKER = "<state_snapshot>"
 _SESSION_CONTEXT = "<session_context>"
 _VERIFY_PREFIX = "Critically evaluate the <state_snapshot>"
-
-
-@attrs.frozen
-class Recorded:
-    path: str
-    headers: dict[str, str]
-    body: Any
-    kind: str
-    text: str
-    last_user_text: str
 
 
 def _parts_text(parts: Any) -> list[str]:
@@ -126,34 +114,21 @@ def _google_error(status: int) -> dict[str, Any]:
     }
 
 
-class GeminiStub:
+class GeminiStub(RecordingStub):
     """Threaded HTTP stub on 127.0.0.1. Extra knobs (settable at run time):
     ``reply``, ``reply_delay`` (seconds before answering a chat turn) and
     ``function_calls`` (queue of (name, args) answered, one per chat turn, as a
     functionCall instead of text)."""
 
-    def __init__(
-        self,
-        *,
-        reply: str = "stub reply",
-        summary: str = "stub summary of the conversation",
-        compact_delay: float = 0.0,
-        fail_status: int | None = None,
-    ) -> None:
-        self.reply = reply
-        self.summary = summary
-        self.compact_delay = compact_delay
-        self.fail_status = fail_status
+    name = "gemini"
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
         self.reply_delay = 0.0
         self.function_calls: list[tuple[str, dict[str, Any]]] = []
-        self.requests: list[Recorded] = []
-        self.url = ""
-        self._cond = threading.Condition()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
     # lifecycle -----------------------------------------------------------
-    def start(self) -> str:
+    def handler(self) -> type[BaseHTTPRequestHandler]:
         stub = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -178,43 +153,7 @@ class GeminiStub:
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the CLI cancelled the request (Esc / Ctrl-C)
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
-        return self.url
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def __enter__(self) -> GeminiStub:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    # queries -------------------------------------------------------------
-    def chats(self) -> list[Recorded]:
-        with self._cond:
-            return [r for r in self.requests if r.kind == "chat"]
-
-    def wait_for(self, predicate: Callable[[Recorded], bool], timeout: float) -> Recorded:
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                for rec in self.requests:
-                    if predicate(rec):
-                        return rec
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    seen = [(r.kind, r.path, r.last_user_text[:60]) for r in self.requests]
-                    raise TimeoutError(f"no matching request within {timeout}s; saw {seen}")
-                self._cond.wait(remaining)
+        return Handler
 
     # handling ------------------------------------------------------------
     def _handle(self, h: BaseHTTPRequestHandler, raw: bytes | None) -> None:
@@ -242,9 +181,7 @@ class GeminiStub:
             text=text,
             last_user_text=last_user,
         )
-        with self._cond:
-            self.requests.append(rec)
-            self._cond.notify_all()
+        self.record(rec)
 
         if self.fail_status is not None and raw is not None:
             self._send_json(h, self.fail_status, _google_error(self.fail_status))

@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 import time
 import uuid
-from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-import attrs
+from ._base import Recorded, RecordingStub
 
 __all__ = ["Recorded", "OpenAIStub", "cli_env", "API_KEY_ENV", "MODEL"]
 
@@ -30,16 +28,6 @@ MODEL = "stub-model"  # not in codex's model catalog: no upgrade question (see n
 # Codex's /compact prompt (templates/compact/prompt.md) starts with this; the
 # marker is matched case-insensitively anywhere in the last user message.
 _COMPACT_MARKERS = ("context checkpoint compaction",)
-
-
-@attrs.frozen
-class Recorded:
-    path: str
-    headers: dict[str, str]
-    body: Any  # parsed JSON or None
-    kind: str  # "chat", "compact", or "other"
-    text: str  # instructions + all input items, joined by "\n"
-    last_user_text: str
 
 
 def _texts(content: Any) -> list[str]:
@@ -107,31 +95,19 @@ def _sse(event: dict[str, Any]) -> bytes:
     return f"event: {event['type']}\ndata: {json.dumps(event)}\n\n".encode()
 
 
-class OpenAIStub:
-    def __init__(
-        self,
-        *,
-        reply: str = "stub reply",
-        summary: str = "stub summary of the conversation",
-        compact_delay: float = 0.0,
-        fail_status: int | None = None,
-    ) -> None:
-        self.reply = reply
-        self.summary = summary
-        self.compact_delay = compact_delay
-        self.fail_status = fail_status
+class OpenAIStub(RecordingStub):
+    name = "openai"
+    url_path = "/v1"  # codex's base_url ends there
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
         # Extras for screen tests: delay of chat answers, and a shell command
         # the next chat turn asks to run (one tool call, then a text reply).
         self.reply_delay: float = 0.0
         self.shell_command: str | None = None
-        self.requests: list[Recorded] = []
-        self.url = ""
-        self._cond = threading.Condition()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
     # -- lifecycle ---------------------------------------------------------
-    def start(self) -> str:
+    def handler(self) -> type[BaseHTTPRequestHandler]:
         stub = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -155,47 +131,7 @@ class OpenAIStub:
                         body = None
                 stub._serve(self, body)
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="openai-stub", daemon=True
-        )
-        self._thread.start()
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/v1"
-        return self.url
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def __enter__(self) -> OpenAIStub:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    # -- queries -----------------------------------------------------------
-    def chats(self) -> list[Recorded]:
-        with self._cond:
-            return [r for r in self.requests if r.kind == "chat"]
-
-    def wait_for(self, predicate: Callable[[Recorded], bool], timeout: float) -> Recorded:
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            seen = 0
-            while True:
-                for rec in self.requests[seen:]:
-                    if predicate(rec):
-                        return rec
-                seen = len(self.requests)
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    summary = [(r.kind, r.path, r.last_user_text[:60]) for r in self.requests]
-                    raise TimeoutError(f"no matching request within {timeout}s; saw {summary}")
-                self._cond.wait(left)
+        return Handler
 
     # -- serving -----------------------------------------------------------
     def _serve(self, h: BaseHTTPRequestHandler, body: Any) -> None:
@@ -211,9 +147,7 @@ class OpenAIStub:
         rec = Recorded(
             path=h.path, headers=headers, body=body, kind=kind, text=text, last_user_text=last_user
         )
-        with self._cond:
-            self.requests.append(rec)
-            self._cond.notify_all()
+        self.record(rec)
         if self.fail_status is not None and h.command == "POST":
             self._json(
                 h,
