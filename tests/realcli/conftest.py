@@ -124,23 +124,36 @@ class Real:
         return result.stdout or result.stderr
 
 
+RealWith = Callable[..., Any]
+
+
 @pytest.fixture
-async def real(
+def real_with(
     relay: Any, start_orchestrator: Any, tmp_path: Path, clis_bin: Path,
     monkeypatch: pytest.MonkeyPatch,
-) -> Real:
+) -> RealWith:
+    """An orchestrator whose providers' tables have ``overrides`` (one per test)."""
     from orchestrator._app import tmux_socket
 
     from ..conftest import make_settings
 
-    path = f"{clis_bin}{os.pathsep}{os.environ.get('PATH', os.defpath)}"
-    monkeypatch.setenv("PATH", path)  # the orchestrator offers what its PATH has
-    home = tmp_path / "home"
-    home.mkdir()
-    providers = {name: {"session": "tmux"} for name in PROGRAMS}
-    settings = make_settings(tmp_path, relay.url, providers=providers)
-    orch = await start_orchestrator(settings=settings)
-    return Real(relay, orch, tmux_socket(settings), settings.base_dir, home, path)
+    async def start(**overrides: dict[str, Any]) -> Real:
+        path = f"{clis_bin}{os.pathsep}{os.environ.get('PATH', os.defpath)}"
+        monkeypatch.setenv("PATH", path)  # the orchestrator offers what its PATH has
+        home = tmp_path / "home"
+        home.mkdir()
+        providers = {name: {"session": "tmux", **overrides.get(name, {})} for name in PROGRAMS}
+        settings = make_settings(tmp_path, relay.url, providers=providers)
+        orch = await start_orchestrator(settings=settings)
+        return Real(relay, orch, tmux_socket(settings), settings.base_dir, home, path)
+
+    return start
+
+
+@pytest.fixture
+async def real(real_with: RealWith) -> Real:
+    real: Real = await real_with()
+    return real
 
 
 def processes_of(home: Path) -> list[int]:

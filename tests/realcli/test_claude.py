@@ -8,7 +8,7 @@ import pytest
 import trio
 
 from ..model_stubs.anthropic import AnthropicStub, cli_env
-from .conftest import WAIT, Real
+from .conftest import WAIT, Real, RealWith
 
 pytestmark = pytest.mark.slow
 
@@ -37,25 +37,10 @@ async def test_a_new_folder_gets_past_trust_and_api_key_and_the_prompt_arrives_o
 
 
 async def test_trust_never_leaves_the_question_to_a_person_and_compact_types_nothing(
-    relay: Any, start_orchestrator: Any, tmp_path: Any, clis_bin: Any, stub: AnthropicStub,
-    monkeypatch: pytest.MonkeyPatch,
+    real_with: RealWith, stub: AnthropicStub
 ) -> None:
-    import os
-
-    from orchestrator._app import tmux_socket
-
-    from ..conftest import make_settings
-
-    path = f"{clis_bin}{os.pathsep}{os.environ['PATH']}"
-    monkeypatch.setenv("PATH", path)
-    settings = make_settings(
-        tmp_path, relay.url, providers={"claude": {"session": "tmux", "trust_workspace": "never"}}
-    )
-    orch = await start_orchestrator(settings=settings)
-    home = tmp_path / "home"
-    home.mkdir()
-    real = Real(relay, orch, tmux_socket(settings), settings.base_dir, home, path)
-    env = real.env(cli_env(str(home), stub.url))
+    real = await real_with(claude={"trust_workspace": "never"})
+    env = real.env(cli_env(str(real.home), stub.url))
     spawned = await real.spawn("claude", "ag_ask", real.base / "untrusted", env)
     assert spawned["status"] == "succeeded", spawned["error"]
     agent = await real.activity("ag_ask", "asking")
@@ -68,6 +53,41 @@ async def test_trust_never_leaves_the_question_to_a_person_and_compact_types_not
     assert "trust" in compacted["error"]
     assert real.screen("ag_ask") == before  # nothing typed
     assert real.agent("ag_ask")["activity"] == "asking"
+    assert _answers(real.home, real.base / "untrusted") == (False, [env["ANTHROPIC_API_KEY"][-20:]])
+
+
+async def test_without_accept_env_api_key_the_key_question_is_left_to_a_person(
+    real_with: RealWith, stub: AnthropicStub
+) -> None:
+    real = await real_with(claude={"accept_env_api_key": False})
+    env = real.env(cli_env(str(real.home), stub.url))
+    spawned = await real.spawn("claude", "ag_key", real.base / "keyed", env)
+    assert spawned["status"] == "succeeded", spawned["error"]
+    agent = await real.until(
+        "ag_key", lambda a: "use this API key" in (a.get("question") or ""), "asked for its key")
+    assert agent["activity"] == "asking"
+    assert _answers(real.home, real.base / "keyed") == (True, [])  # the folder, not the key
+
+
+async def test_trust_worktrees_trusts_only_the_worktrees_the_orchestrator_made(
+    real_with: RealWith, stub: AnthropicStub
+) -> None:
+    import subprocess
+
+    real = await real_with(claude={"trust_workspace": "worktrees"})
+    env = real.env(cli_env(str(real.home), stub.url))
+    repo = real.base / "repo"
+    repo.mkdir()
+    for argv in (["git", "init", "-q"], ["git", "-c", "user.email=t@t", "-c", "user.name=t",
+                                         "commit", "-q", "--allow-empty", "-m", "init"]):
+        subprocess.run(argv, cwd=repo, check=True)
+    isolated = await real.spawn("claude", "ag_wt", repo, env, workspaceMode="isolated")
+    assert isolated["status"] == "succeeded", isolated["error"]
+    shared = await real.spawn("claude", "ag_sh", repo, env, workspaceMode="shared")
+    assert shared["status"] == "succeeded", shared["error"]
+    await real.activity("ag_wt", "ready")  # its worktree: trusted
+    agent = await real.activity("ag_sh", "asking")  # the user's own checkout: a person says
+    assert "trust" in agent["question"]
 
 
 def _answers(home: Any, cwd: Any) -> tuple[bool, list[str]]:
