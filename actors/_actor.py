@@ -81,6 +81,7 @@ log = logging.getLogger("actors")
 
 MAILBOX_SIZE = 16
 LAUNCH_BOUND = 30.0  # a start is shielded from cancellation, this long at most
+SESSION_LOOK_MAX = 30.0  # a CLI's own session id is looked for at least this often
 EARLY_EXIT = 10.0  # an agent that ends this soon after its start: its first lines are kept too
 STOPPING_UNSAID = 0.05  # an agent that ends this soon after SIGTERM is never reported stopping
 
@@ -521,20 +522,27 @@ class AgentActor:
             self._nursery.start_soon(self._learn_session, running)
 
     async def _learn_session(self, running: _Running) -> None:
-        """codex names its session itself: read the id back from what it wrote."""
+        """codex names its session itself: read the id back from what it wrote
+        (it may write it only when its first turn begins: looked for again,
+        less and less often, while the agent runs)."""
         state = self.state
         try:
             if state is None or self.params is None:
                 return
             env = {**self._ctx.base_env, **self.params.env}
-            found = await trio.to_thread.run_sync(
-                partial(codex_session_id, env, Path(state.cwd), since=running.started_wall,
-                        taken=self._ctx.session_ids())
-            )
-            if found is not None and self._running is running and state.provider_session_id is None:
-                state.provider_session_id = found
-                self._commit()
-                log.info("agent %s: provider session %s", self.agent_id, found)
+            delay = 0.25
+            while self._running is running and state.provider_session_id is None:
+                found = await trio.to_thread.run_sync(
+                    partial(codex_session_id, env, Path(state.cwd),
+                            since=running.started_wall, taken=self._ctx.session_ids())
+                )
+                if found is not None and self._running is running:
+                    state.provider_session_id = found
+                    self._commit()
+                    log.info("agent %s: provider session %s", self.agent_id, found)
+                    return
+                await trio.sleep(delay)
+                delay = min(delay * 2, SESSION_LOOK_MAX)
         finally:
             running.learning = False
 
