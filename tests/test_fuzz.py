@@ -328,7 +328,9 @@ def restart_cases(world: World) -> tuple[st.SearchStrategy[Case], st.SearchStrat
 def compact_cases(world: World) -> tuple[st.SearchStrategy[Case], st.SearchStrategy[Case]]:
     field = "invalid params.memory.alwaysReload"
     escape = f"{field}[0]: must be within orchestrator base directory"
-    good = st.lists(st.sampled_from(["NOTES.md", "sub/MORE.md", f"{world.link_in}/MORE.md"]),
+    # a missing file is no refusal: the compaction goes ahead and names it (result.missing)
+    good = st.lists(st.sampled_from(["NOTES.md", "sub/MORE.md", f"{world.link_in}/MORE.md",
+                                     "missing.md"]),
                     max_size=3).map(lambda paths: Case(
                         "agent.compact",
                         {"agentId": RESIDENT, "memory": {"alwaysReload": paths}},
@@ -341,7 +343,6 @@ def compact_cases(world: World) -> tuple[st.SearchStrategy[Case], st.SearchStrat
             "../outside.txt", "/etc/hostname", str(world.outside / "secret.txt"),
             world.file_link_out, f"{world.link_out}/secret.txt", "sub/../../outside.txt",
         ]).map(lambda p: ("memory", {"alwaysReload": [p, "NOTES.md"]}, escape)),
-        st.just(("memory", {"alwaysReload": ["missing.md"]}, f"{field}[0]: no such file")),
         st.one_of(bad_common("params")),
         bad_field("params", "agentId", not_string, ": expected string"),
     )
