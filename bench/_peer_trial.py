@@ -26,7 +26,6 @@ import os
 import select
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -112,8 +111,9 @@ def trial_floor(n: int, idle: float, work: Path) -> dict[str, Any]:
 # -- supervisord ------------------------------------------------------------------------
 
 def trial_supervisord(n: int, idle: float, work: Path) -> dict[str, Any]:
-    from supervisor.xmlrpc import SupervisorTransport  # the peers venv has it
     import xmlrpc.client
+
+    from supervisor.xmlrpc import SupervisorTransport  # the peers venv has it
 
     sock = work / "supervisor.sock"
     conf = work / "supervisord.conf"

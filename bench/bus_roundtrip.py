@@ -49,14 +49,14 @@ async def main(args: argparse.Namespace) -> None:
             for _ in range(20):
                 cid = relay.create_command(target, "agent.stop", {"agentId": "nobody"})["id"]
                 with trio.fail_after(10):
-                    await relay.wait_for(lambda: is_settled(relay, cid))
+                    await relay.wait_for(lambda cid=cid: is_settled(relay, cid))
             # one after another
             lat = []
             for _ in range(args.commands):
                 t0 = time.perf_counter()
                 cid = relay.create_command(target, "agent.stop", {"agentId": "nobody"})["id"]
                 with trio.fail_after(10):
-                    await relay.wait_for(lambda: is_settled(relay, cid))
+                    await relay.wait_for(lambda cid=cid: is_settled(relay, cid))
                 lat.append((time.perf_counter() - t0) * 1000)
             # burst
             cpu_o0, _ = cpu_and_rss(proc.pid)
@@ -98,8 +98,10 @@ async def main(args: argparse.Namespace) -> None:
     print(fmt_row("create → settled p99", f"{p99:.2f} ms", "≤ 3 ms (TARGETS), ≤ 25 ms (issue)"))
     print(f"burst of {args.burst} created at once:")
     print(fmt_row("settled per second", f"{rate:.0f} /s", "≥ 3000 /s"))
-    print(fmt_row("CPU per command: orchestrator", f"{burst_cpu_orch / args.burst * 1e6:.0f} µs", "–"))
-    print(fmt_row("CPU per command: relay + bench", f"{burst_cpu_relay / args.burst * 1e6:.0f} µs", "–"))
+    orch_us = burst_cpu_orch / args.burst * 1e6
+    relay_us = burst_cpu_relay / args.burst * 1e6
+    print(fmt_row("CPU per command: orchestrator", f"{orch_us:.0f} µs", "–"))
+    print(fmt_row("CPU per command: relay + bench", f"{relay_us:.0f} µs", "–"))
     print(f"orchestrator idle {args.idle:.0f} s, heartbeat 1 s:")
     print(fmt_row("CPU", f"{idle_cpu:.3f} %", "≤ 0.3 % (TARGETS at 1 s), ≤ 0.5 % (issue)"))
     print(fmt_row("RSS", f"{rss / 1e6:.1f} MB", "≤ 35 MB (TARGETS), ≤ 60 MB (issue)"))

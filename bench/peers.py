@@ -46,7 +46,6 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -60,7 +59,9 @@ BENCH = ROOT / "bench"
 PEERS_VENV = BENCH / ".venv-peers"
 NODE_DIR = BENCH / ".node-peers"
 TRIAL = BENCH / "_peer_trial.py"
-SANDBOX_ENV = Path(os.environ.get("RELAY_CI_STATE_DIR", "/run/relay-orchestrator-ci")) / "sandbox.env"
+SANDBOX_ENV = (
+    Path(os.environ.get("RELAY_CI_STATE_DIR", "/run/relay-orchestrator-ci")) / "sandbox.env"
+)
 DOCS = ROOT / "docs" / "performance.md"
 TOKEN = "bench-token"
 ALL_TOOLS = ("floor", "orchestrator", "supervisord", "circus", "pm2", "systemd",
@@ -210,7 +211,8 @@ async def orchestrator_trial(n: int, idle: float, session: str) -> dict[str, Any
             if os.environ.get("BENCH_TIMELINE"):
                 starts.sort()
                 print(f"timeline: created→first claim {first_claim - t_wall:.3f}s, first start "
-                      f"{starts[0] - t_wall:.3f}s, median start {starts[len(starts) // 2] - t_wall:.3f}s, "
+                      f"{starts[0] - t_wall:.3f}s, median start "
+                      f"{starts[len(starts) // 2] - t_wall:.3f}s, "
                       f"last start {starts[-1] - t_wall:.3f}s, all reported {whole:.3f}s; CPU: "
                       f"orchestrator {cpu_and_rss(proc.pid)[0] - cpu_o:.3f}s, relay+bench "
                       f"{time.process_time() - cpu_r:.3f}s",
@@ -309,13 +311,17 @@ def med(values: list[Any]) -> float | None:
     return statistics.median(present) if present else None
 
 
-def summarize(runs: dict[str, dict[int, list[dict[str, Any]]]], ns: list[int]) -> list[dict[str, Any]]:
+def summarize(
+    runs: dict[str, dict[int, list[dict[str, Any]]]], ns: list[int],
+) -> list[dict[str, Any]]:
     rows = []
     for n in ns:
         floor = {"plain": runs.get("floor", {}).get(n, []),
                  "tmux": runs.get("tmux-loop", {}).get(n, [])}
 
-        def ratio(trials: list[dict[str, Any]], key: str, kind: str) -> float | None:
+        def ratio(
+            trials: list[dict[str, Any]], key: str, kind: str, floor: dict[str, Any] = floor,
+        ) -> float | None:
             pairs = [t[key] / f["start"] for t, f in zip(trials, floor[kind], strict=False)
                      if t.get(key) is not None and f.get("start")]
             return statistics.median(pairs) if pairs else None

@@ -119,7 +119,8 @@ async def main(args: argparse.Namespace) -> None:
         print(fmt_row("max", f"{max(restarts):.2f} ms", "-"))
     write_json("spawn", {"agents": args.agents, "spawn_seconds": spawn_s,
                          "orchestrator_cpu_seconds": orch_cpu, "relay_cpu_seconds": relay_cpu,
-                         "rss_per_agent_mb": per_agent_mb, "stop_all_seconds": stop_s, "exit_report_ms": exits,
+                         "rss_per_agent_mb": per_agent_mb, "stop_all_seconds": stop_s,
+                         "exit_report_ms": exits,
                          "exit_p50_ms": percentile(exits, 50), "exit_max_ms": max(exits),
                          "restart_ms": restarts,
                          "restart_p50_ms": percentile(restarts, 50) if restarts else None})
@@ -131,5 +132,6 @@ if __name__ == "__main__":
     ap.add_argument("--crashes", type=int, default=20)
     ap.add_argument("--restarts", type=int, default=20)
     ap.add_argument("--orchestrator-arg", action="append", default=[],
-                    help="an extra argument for `relay-orchestrator run` (repeatable), e.g. --verbose")
+                    help="an extra argument for `relay-orchestrator run` (repeatable), "
+                         "e.g. --verbose")
     trio.run(main, ap.parse_args())

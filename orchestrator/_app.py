@@ -272,7 +272,8 @@ async def _shutdown(orch: Orchestrator, nursery: trio.Nursery) -> None:
             except actors.CommandRejected:
                 pass
             await _end_idle_tmux_server(tmux_socket(orch.settings))
-    await orch.outbox.flush(FLUSH_GRACE)
+    with trio.move_on_after(FLUSH_GRACE):
+        await orch.outbox.flush()
     nursery.cancel_scope.cancel()
     log.info("orchestrator %s stopped; %s", orch.id,
              "its agents stopped" if orch.settings.stop_agents_on_exit else "agents left running")

@@ -30,7 +30,7 @@ class Backoff:
         base = min(self.cap, self.start * (2 ** min(self.failures, 32)))
         self.failures += 1
         self._healthy_since = None
-        return base * self.rng.uniform(0.5, 1.0)
+        return float(base * self.rng.uniform(0.5, 1.0))
 
     async def sleep(self) -> float:
         delay = self.next_delay()

@@ -121,7 +121,7 @@ async def _run_until_signal(settings: Settings) -> None:
             running: list[Callable[[], None]] = []
 
             async def serve(
-                *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+                *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED
             ) -> None:
                 await run_orchestrator(settings, task_status=task_status)
                 nursery.cancel_scope.cancel()

@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
+from typing import Any
 
 from ._ctl import register_ctl
 from ._settings import add_setting_flags, load_settings
 from ._version import DISTRIBUTION
 
 
-def register_more(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register_more(sub: argparse._SubParsersAction[Any]) -> None:
     p = sub.add_parser("upgrade", help="install another version the non-prefix way")
     p.add_argument("--version", dest="target_version", required=True)
     p.add_argument("--no-restart", action="store_true",

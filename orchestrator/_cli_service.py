@@ -103,7 +103,7 @@ def _project_requirement(version: str, settings: Settings | None = None) -> str:
     except metadata.PackageNotFoundError:
         raw = None
     if raw:
-        url = json.loads(raw).get("url", "")
+        url: str = json.loads(raw).get("url", "")
         if url.startswith("file://"):
             return url[len("file://"):]
     return f"{DISTRIBUTION}=={version}"

@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ._errors import ConfigError
@@ -140,7 +141,7 @@ def _dispatch(http: httpx.Client, args: argparse.Namespace) -> Any:
     raise CtlError(f"unknown action {action}")
 
 
-def _table(rows: list[tuple[str, ...]]) -> str:
+def _table(rows: Sequence[tuple[str, ...]]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
                      for r in rows)
@@ -150,7 +151,9 @@ def _ago(ms: Any) -> str:
     if not isinstance(ms, int):
         return "-"
     s = max(0, int(time.time() - ms / 1000))
-    return f"{s}s" if s < 60 else f"{s // 60}m" if s < 3600 else f"{s // 3600}h{s % 3600 // 60:02d}m"
+    if s < 60:
+        return f"{s}s"
+    return f"{s // 60}m" if s < 3600 else f"{s // 3600}h{s % 3600 // 60:02d}m"
 
 
 def _render(action: str, out: Any) -> str:
@@ -159,8 +162,8 @@ def _render(action: str, out: Any) -> str:
         for orch in out or []:
             lines.append(f"{orch.get('id')}  {orch.get('status')}  version {orch.get('version')}  "
                          f"{orch.get('hostname')}  supervisor {orch.get('supervisor')}")
-            rows = [("AGENT", "LABEL", "STATUS", "PID", "UPTIME", "RESTARTS", "LAST EXIT",
-                     "BRANCH")]
+            rows: list[tuple[str, ...]] = [
+                ("AGENT", "LABEL", "STATUS", "PID", "UPTIME", "RESTARTS", "LAST EXIT", "BRANCH")]
             for a in orch.get("agents") or []:
                 ex = a.get("exit") or {}
                 last = "-" if not ex else (f"signal {ex['signal']}" if ex.get("signal")

@@ -17,7 +17,9 @@ STEP_TIMEOUT = 30.0
 DEMO_AGENT = "ag_demo"
 
 
-async def _command(relay: Any, http: httpx.AsyncClient, path: str, body: dict[str, Any]) -> dict[str, Any]:
+async def _command(
+    relay: Any, http: httpx.AsyncClient, path: str, body: dict[str, Any],
+) -> dict[str, Any]:
     response = await http.post(path, json=body)
     response.raise_for_status()
     command = response.json()
@@ -32,12 +34,15 @@ async def _command(relay: Any, http: httpx.AsyncClient, path: str, body: dict[st
     return done
 
 
-async def _agent_echoed(orch: Any, line: str, timeout: float = 5.0) -> bool:
+ECHO_WAIT = 5.0  # seconds the demo waits for the agent to print a line
+
+
+async def _agent_echoed(orch: Any, line: str) -> bool:
     """Wait (bounded) until the demo agent has printed ``line``: its log is a file."""
     import actors
 
     log = actors.agent_log_path(orch.settings.state_dir, DEMO_AGENT)
-    with trio.move_on_after(timeout):
+    with trio.move_on_after(ECHO_WAIT):
         while True:
             try:
                 if line in log.read_text(errors="replace"):
@@ -85,14 +90,15 @@ async def run_demo(relay: Any, orch: Any, out: TextIO = sys.stdout) -> dict[str,
                if done["result"].get("tmuxSession") else ""))
 
         say("[demo 2/4] compacting it: /compact, then NOTES.md reloaded into it …")
-        done = await _command(relay, http, f"/api/agents/{DEMO_AGENT}/action", {"action": "compact"})
+        action = f"/api/agents/{DEMO_AGENT}/action"
+        done = await _command(relay, http, action, {"action": "compact"})
         steps["compact"] = done["result"]
         say(f"           reloaded {', '.join(done['result'].get('reloaded') or []) or 'nothing'}")
         if await _agent_echoed(orch, "got: Remember: the relay is the source of truth."):
             say("           the agent read it back (see its log)")
 
         say("[demo 3/4] restarting it with the relay's restartSpawn …")
-        done = await _command(relay, http, f"/api/agents/{DEMO_AGENT}/action", {"action": "restart"})
+        done = await _command(relay, http, action, {"action": "restart"})
         steps["restart"] = done["result"]
         say(f"           pid {done['result']['previousPid']} → {done['result']['pid']}")
 

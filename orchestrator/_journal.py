@@ -140,7 +140,8 @@ class Journal:
         self._outbox: dict[int, OutboxItem] = {}
         self._reports: dict[str, int] = {}
         self._on_outbox: list[Callable[[OutboxItem], None]] = []
-        for s, k, key, b in self._db.execute("SELECT seq, kind, key, body FROM outbox ORDER BY seq"):
+        rows = self._db.execute("SELECT seq, kind, key, body FROM outbox ORDER BY seq")
+        for s, k, key, b in rows:
             # left by an earlier process: delivered one after another, as they came
             item = OutboxItem(seq=s, kind=OutboxKind(k), key=key, body=json.loads(b),
                               order=("journal",))

@@ -160,14 +160,11 @@ class Outbox:
             self._in_flight.add(item.seq)
             nursery.start_soon(self._deliver_one, item)
 
-    async def flush(self, timeout: float) -> bool:
-        """Wait until everything journaled has gone out, at most ``timeout`` s."""
-        with trio.move_on_after(timeout):
-            while self._journal.outbox_size() or self._in_flight:
-                self._wake.set()
-                await self._idle.wait()
-            return True
-        return False
+    async def flush(self) -> None:
+        """Wait until everything journaled has gone out (bound it with a cancel scope)."""
+        while self._journal.outbox_size() or self._in_flight:
+            self._wake.set()
+            await self._idle.wait()
 
     async def _deliver_one(self, item: OutboxItem) -> None:
         ok = False

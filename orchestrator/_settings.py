@@ -84,11 +84,15 @@ def _orch_id(raw: object) -> str:
     return text
 
 
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
 def _bool(raw: object) -> bool:
     if isinstance(raw, bool):
         return raw
-    if isinstance(raw, str) and raw.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
-        return raw.lower() in ("1", "true", "yes", "on")
+    if isinstance(raw, str) and raw.lower() in _TRUE + _FALSE:
+        return raw.lower() in _TRUE
     raise ValueError("expected true or false")
 
 
@@ -165,7 +169,10 @@ class Settings:
             value = getattr(self, spec.name)
             if value is None:
                 continue
-            out[spec.env] = ("true" if value else "false") if isinstance(value, bool) else str(value)
+            if isinstance(value, bool):
+                out[spec.env] = "true" if value else "false"
+            else:
+                out[spec.env] = str(value)
         return out
 
 

@@ -43,7 +43,9 @@ class StatusWriter:
     def changed(self) -> None:
         self._dirty.set()
 
-    async def run(self, *, task_status: trio.TaskStatus[StatusWriter] = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(
+        self, *, task_status: trio.TaskStatus[StatusWriter] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
         task_status.started(self)
         while True:
             self._write()
@@ -136,7 +138,8 @@ def render_status(status: dict[str, Any], *, color: bool = False) -> str:
         f"{paint(state, '32' if status.get('running') else '31')}",
         f"supervisor   {status.get('supervisor') or '-'}"
         + (f" ({status['selfUnit']})" if status.get("selfUnit") else ""),
-        f"relay        {relay.get('url') or '-'}  {paint(conn, '32' if relay.get('connected') else '33')}"
+        f"relay        {relay.get('url') or '-'}  "
+        f"{paint(conn, '32' if relay.get('connected') else '33')}"
         + (f"  last error: {relay['lastError']}" if relay.get("lastError") else ""),
     ]
     if status.get("startLimitHit"):
@@ -166,5 +169,6 @@ def render_status(status: dict[str, Any], *, color: bool = False) -> str:
             ))
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         for row in rows:
-            lines.append("  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))
+            cells = (cell.ljust(w) for cell, w in zip(row, widths, strict=True))
+            lines.append("  " + "  ".join(cells))
     return "\n".join(lines)

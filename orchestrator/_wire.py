@@ -115,7 +115,8 @@ class Outcome:
 def _make_converter() -> cattrs.Converter:
     conv = cattrs.Converter()
     for cls in (Command, Capabilities, Registration, RegistrationAnswer, Load, Heartbeat):
-        renames = {a.name: override(rename=_camel(a.name)) for a in attrs.fields(cls)}
+        renames: dict[str, Any] = {
+            a.name: override(rename=_camel(a.name)) for a in attrs.fields(cls)}
         conv.register_structure_hook(cls, make_dict_structure_fn(cls, conv, **renames))
         conv.register_unstructure_hook(cls, make_dict_unstructure_fn(cls, conv, **renames))
     return conv
@@ -132,7 +133,10 @@ def structure_command(raw: object) -> Command:
     try:
         return converter.structure(raw, Command)
     except Exception as exc:  # cattrs raises ClassValidationError / KeyError / TypeError
-        msgs = cattrs.transform_error(exc) if isinstance(exc, cattrs.BaseValidationError) else [str(exc)]
+        if isinstance(exc, cattrs.BaseValidationError):
+            msgs = cattrs.transform_error(exc)
+        else:
+            msgs = [str(exc)]
         raise WireError("invalid command: " + "; ".join(msgs)) from exc
 
 

@@ -41,8 +41,8 @@ _T = TypeVar("_T")
 
 def pydbus_available() -> bool:
     try:
-        import pydbus  # type: ignore[import-untyped]  # noqa: F401
-        from gi.repository import GLib  # type: ignore[import-untyped]  # noqa: F401
+        import pydbus  # noqa: F401
+        from gi.repository import GLib  # noqa: F401
     except (ImportError, ValueError):
         return False
     return True

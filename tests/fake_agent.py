@@ -30,7 +30,9 @@ import time
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--record", default=os.environ.get("FAKE_AGENT_RECORD"))
-    parser.add_argument("--term", choices=("exit", "linger", "ignore", "default"), default="default")
+    parser.add_argument(
+        "--term", choices=("exit", "linger", "ignore", "default"), default="default"
+    )
     parser.add_argument("--print", action="append", default=[], dest="prints")
     parser.add_argument("--env", action="append", default=[])
     parser.add_argument("--exit", type=int, default=None)

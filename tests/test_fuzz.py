@@ -328,7 +328,9 @@ def restart_cases(world: World) -> tuple[st.SearchStrategy[Case], st.SearchStrat
 def compact_cases(world: World) -> tuple[st.SearchStrategy[Case], st.SearchStrategy[Case]]:
     field = "invalid params.memory.alwaysReload"
     escape = f"{field}[0]: must be within orchestrator base directory"
-    good = st.lists(st.sampled_from(["NOTES.md", "sub/MORE.md", f"{world.link_in}/MORE.md"]),
+    # a missing file is no refusal: the compaction goes ahead and names it (result.missing)
+    good = st.lists(st.sampled_from(["NOTES.md", "sub/MORE.md", f"{world.link_in}/MORE.md",
+                                     "missing.md"]),
                     max_size=3).map(lambda paths: Case(
                         "agent.compact",
                         {"agentId": RESIDENT, "memory": {"alwaysReload": paths}},

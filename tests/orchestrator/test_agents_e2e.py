@@ -56,7 +56,9 @@ async def api(relay: Any, method: str, path: str, body: Any = None) -> dict[str,
         return r.json()
 
 
-def spawn_params(base: Path, agent_id: str, record: Path, *extra: str, **fields: Any) -> dict[str, Any]:
+def spawn_params(
+    base: Path, agent_id: str, record: Path, *extra: str, **fields: Any,
+) -> dict[str, Any]:
     return {
         "provider": "command",
         "agentId": agent_id,
@@ -73,7 +75,9 @@ def base(tmp_path: Path) -> Path:
     return (tmp_path / "base").resolve()
 
 
-async def test_spawn_compact_restart_stop_through_the_relay(relay: Any, start_orchestrator: Any, base: Path) -> None:
+async def test_spawn_compact_restart_stop_through_the_relay(
+    relay: Any, start_orchestrator: Any, base: Path,
+) -> None:
     orch = await start_orchestrator()
     base.mkdir(exist_ok=True)
     (base / "NOTES.md").write_text("remember the milk\nand the eggs\n")
@@ -123,7 +127,9 @@ async def test_spawn_compact_restart_stop_through_the_relay(relay: Any, start_or
         await relay.wait_for(lambda: relay_agent(relay, orch, "ag_1")["status"] == "stopped")
 
 
-async def test_agent_ignoring_sigterm_is_killed_after_timeout(relay: Any, start_orchestrator: Any, base: Path) -> None:
+async def test_agent_ignoring_sigterm_is_killed_after_timeout(
+    relay: Any, start_orchestrator: Any, base: Path,
+) -> None:
     orch = await start_orchestrator()
     record = base / "stubborn.rec"
     spawned = await settle(relay, relay.create_command(
@@ -140,7 +146,9 @@ async def test_agent_ignoring_sigterm_is_killed_after_timeout(relay: Any, start_
     assert not alive(pid)
 
 
-async def test_crash_is_reported_exited_with_last_output(relay: Any, start_orchestrator: Any, base: Path) -> None:
+async def test_crash_is_reported_exited_with_last_output(
+    relay: Any, start_orchestrator: Any, base: Path,
+) -> None:
     orch = await start_orchestrator()
     record = base / "crash.rec"
     spawned = await settle(relay, relay.create_command(
@@ -155,7 +163,9 @@ async def test_crash_is_reported_exited_with_last_output(relay: Any, start_orche
     assert "about to fall over" in agent["exit"]["lastOutput"]
 
 
-async def test_orchestrator_restart_and_shutdown_all(relay: Any, start_orchestrator: Any, base: Path) -> None:
+async def test_orchestrator_restart_and_shutdown_all(
+    relay: Any, start_orchestrator: Any, base: Path,
+) -> None:
     orch = await start_orchestrator()
     pids = {}
     for n in range(3):
@@ -176,7 +186,9 @@ async def test_orchestrator_restart_and_shutdown_all(relay: Any, start_orchestra
     assert all(a["status"] == "stopped" for a in orch.fleet.agents())
 
 
-async def test_fifty_agents_at_once_all_reach_running(relay: Any, start_orchestrator: Any, base: Path) -> None:
+async def test_fifty_agents_at_once_all_reach_running(
+    relay: Any, start_orchestrator: Any, base: Path,
+) -> None:
     orch = await start_orchestrator()
     commands = [relay.create_command(orch.agent_id, "agent.spawn",
                                      spawn_params(base, f"ag_m{n}", base / f"m{n}.rec"))
@@ -193,7 +205,10 @@ async def test_fifty_agents_at_once_all_reach_running(relay: Any, start_orchestr
     ("params", "error"),
     [
         ("not an object", "invalid params"),
-        ({"provider": "nope", "providerArgs": ["true"]}, "provider not available on this orchestrator: nope"),
+        (
+            {"provider": "nope", "providerArgs": ["true"]},
+            "provider not available on this orchestrator: nope",
+        ),
         ({"provider": "command", "providerArgs": "sleep 5"}, "invalid params.providerArgs"),
         ({"provider": "command", "providerArgs": ["true"], "cwd": "/"},
          "cwd must be within orchestrator base directory"),
@@ -203,7 +218,10 @@ async def test_fifty_agents_at_once_all_reach_running(relay: Any, start_orchestr
          "invalid params.requestedAt"),
         ({"provider": "command", "providerArgs": ["true"], "workspaceMode": "sideways"},
          "invalid params.workspaceMode"),
-        ({"provider": "command", "providerArgs": ["true"], "env": {"A=B": "x"}}, "invalid params.env"),
+        (
+            {"provider": "command", "providerArgs": ["true"], "env": {"A=B": "x"}},
+            "invalid params.env",
+        ),
     ],
 )
 async def test_bad_spawn_fails_clearly_and_starts_nothing(
@@ -219,7 +237,9 @@ async def test_bad_spawn_fails_clearly_and_starts_nothing(
     assert after <= before
 
 
-async def test_invalid_restart_spawn_keeps_the_agent_running(relay: Any, start_orchestrator: Any, base: Path) -> None:
+async def test_invalid_restart_spawn_keeps_the_agent_running(
+    relay: Any, start_orchestrator: Any, base: Path,
+) -> None:
     orch = await start_orchestrator()
     done = await settle(relay, relay.create_command(
         orch.agent_id, "agent.spawn", spawn_params(base, "ag_keep", base / "k.rec")))

@@ -58,7 +58,9 @@ class Counter:
         return {"test.count": make}
 
 
-async def test_registration_carries_every_field(relay: Any, start_orchestrator: Any, tmp_path: Path) -> None:
+async def test_registration_carries_every_field(
+    relay: Any, start_orchestrator: Any, tmp_path: Path,
+) -> None:
     orch = await start_orchestrator(id="orch-test-1")
     reg = relay.orchestrator("orch-test-1")
     assert reg["status"] == "online"
@@ -75,7 +77,9 @@ async def test_registration_carries_every_field(relay: Any, start_orchestrator: 
     assert orch.agent_id == "orch:orch-test-1"
 
 
-async def test_generated_id_is_kept_across_restarts(relay: Any, tmp_path: Path, nursery: trio.Nursery) -> None:
+async def test_generated_id_is_kept_across_restarts(
+    relay: Any, tmp_path: Path, nursery: trio.Nursery,
+) -> None:
     from orchestrator._app import run_orchestrator
 
     settings = make_settings(tmp_path, relay.url)
@@ -98,7 +102,9 @@ async def test_heartbeats_at_the_interval(relay: Any, start_orchestrator: Any) -
     assert relay.orchestrator(orch.id)["load"]["memoryRss"] > 0
 
 
-async def test_stream_replays_pending_commands_on_connect(relay: Any, start_orchestrator: Any) -> None:
+async def test_stream_replays_pending_commands_on_connect(
+    relay: Any, start_orchestrator: Any,
+) -> None:
     counter = Counter()
     ids = [relay.create_command("orch:orch-r", "test.count", {"agentId": "a1"})["id"]
            for _ in range(3)]
@@ -155,14 +161,17 @@ async def test_same_command_twice_is_acted_on_once(relay: Any, start_orchestrato
     assert counter.calls == [raw["id"]]
 
 
-async def test_relay_restart_from_state_file_loses_no_outcome(tmp_path: Path, nursery: trio.Nursery) -> None:
+async def test_relay_restart_from_state_file_loses_no_outcome(
+    tmp_path: Path, nursery: trio.Nursery,
+) -> None:
     from orchestrator._app import run_orchestrator
 
     state_file = tmp_path / "relay.json"
     counter = Counter()
     counter.hold()
     async with trio.open_nursery() as relay_nursery:
-        relay = await relay_nursery.start(partial(serve_dev_relay, token=TOKEN, state_file=state_file))
+        serve = partial(serve_dev_relay, token=TOKEN, state_file=state_file)
+        relay = await relay_nursery.start(serve)
         port = int(relay.url.rsplit(":", 1)[1])
         settings = make_settings(tmp_path, relay.url, heartbeat_interval="0.2")
         orch = await nursery.start(partial(run_orchestrator, settings,
@@ -193,7 +202,9 @@ async def test_relay_restart_from_state_file_loses_no_outcome(tmp_path: Path, nu
     assert counter.calls == [cid, cid2]
 
 
-async def test_forgetful_relay_gets_a_new_registration(tmp_path: Path, nursery: trio.Nursery) -> None:
+async def test_forgetful_relay_gets_a_new_registration(
+    tmp_path: Path, nursery: trio.Nursery,
+) -> None:
     from orchestrator._app import run_orchestrator
 
     async with trio.open_nursery() as relay_nursery:

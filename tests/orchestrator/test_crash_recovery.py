@@ -68,7 +68,9 @@ async def registered(relay: Any, count: int) -> dict[str, Any]:
     return relay.orchestrator("orch-crash")
 
 
-async def test_sigkilled_orchestrator_readopts_running_agents(relay: Any, orch_process: OrchProcess) -> None:
+async def test_sigkilled_orchestrator_readopts_running_agents(
+    relay: Any, orch_process: OrchProcess,
+) -> None:
     orch_process.start()
     await registered(relay, 1)
     target = "orch:orch-crash"
@@ -76,7 +78,8 @@ async def test_sigkilled_orchestrator_readopts_running_agents(relay: Any, orch_p
     pids = {}
     for n in range(3):
         done = await settle(relay, relay.create_command(
-            target, "agent.spawn", spawn_params(base, f"ag_{n}", base / f"{n}.rec", "--term", "exit")))
+            target, "agent.spawn",
+            spawn_params(base, f"ag_{n}", base / f"{n}.rec", "--term", "exit")))
         assert done["status"] == "succeeded", done["error"]
         pids[f"ag_{n}"] = done["result"]["pid"]
     for n in range(3):
@@ -103,7 +106,9 @@ async def test_sigkilled_orchestrator_readopts_running_agents(relay: Any, orch_p
     assert not alive(pids["ag_1"])
 
 
-async def test_command_in_flight_at_a_crash_is_settled_on_the_next_start(relay: Any, orch_process: OrchProcess) -> None:
+async def test_command_in_flight_at_a_crash_is_settled_on_the_next_start(
+    relay: Any, orch_process: OrchProcess,
+) -> None:
     orch_process.start()
     await registered(relay, 1)
     target = "orch:orch-crash"
@@ -123,7 +128,9 @@ async def test_command_in_flight_at_a_crash_is_settled_on_the_next_start(relay: 
     assert alive(done["result"]["pid"])  # nothing was done twice, and nothing lost
 
 
-async def test_sigterm_exits_zero_within_5s_and_leaves_agents(relay: Any, orch_process: OrchProcess) -> None:
+async def test_sigterm_exits_zero_within_5s_and_leaves_agents(
+    relay: Any, orch_process: OrchProcess,
+) -> None:
     proc = orch_process.start()
     await registered(relay, 1)
     base = orch_process.base

@@ -22,7 +22,9 @@ async def ctl(relay_url: str, *args: str) -> subprocess.CompletedProcess[str]:
         env=cli_env(RELAY_ORCHESTRATOR_TOKEN=TOKEN, XDG_CONFIG_HOME="/nonexistent")))
 
 
-async def test_ctl_spawn_agents_commands_stop(relay: Any, start_orchestrator: Any, tmp_path: Path) -> None:
+async def test_ctl_spawn_agents_commands_stop(
+    relay: Any, start_orchestrator: Any, tmp_path: Path,
+) -> None:
     orch = await start_orchestrator()
     base = str((tmp_path / "base").resolve())
     out = await ctl(relay.url, "spawn", orch.id, "--provider", "command", "--cwd", base,
@@ -39,7 +41,8 @@ async def test_ctl_spawn_agents_commands_stop(relay: Any, start_orchestrator: An
     table = await ctl(relay.url, "agents")
     assert table.returncode == 0, table.stderr
     assert orch.id in table.stdout and "online" in table.stdout
-    header, row = [line for line in table.stdout.splitlines() if "ag_ctl" in line or "AGENT" in line]
+    lines = table.stdout.splitlines()
+    header, row = [line for line in lines if "ag_ctl" in line or "AGENT" in line]
     assert header.split()[:4] == ["AGENT", "LABEL", "STATUS", "PID"]
     assert row.split()[:4] == ["ag_ctl", "worker", "running", str(done["result"]["pid"])]
     cmds = await ctl(relay.url, "commands", "--json")
@@ -58,7 +61,9 @@ async def test_ctl_shows_relay_errors_as_one_line(relay: Any, start_orchestrator
     assert out.returncode == 1 and "unreachable" in out.stderr
 
 
-async def test_status_reads_like_a_person_expects(relay: Any, start_orchestrator: Any, tmp_path: Path) -> None:
+async def test_status_reads_like_a_person_expects(
+    relay: Any, start_orchestrator: Any, tmp_path: Path,
+) -> None:
     orch = await start_orchestrator(id="orch-status")
     base = str((tmp_path / "base").resolve())
     await settle(relay, relay.create_command(orch.agent_id, "agent.spawn", {
