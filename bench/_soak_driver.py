@@ -55,7 +55,7 @@ from bench._soak_procs import (
     kill_marked,
     marked_processes,
 )
-from orchestrator._dev_relay import DevRelay
+from orchestrator.devrelay._relay import DevRelay
 
 ROOT = Path(__file__).resolve().parent.parent
 FAKE_AGENT = ROOT / "tests" / "fake_agent.py"

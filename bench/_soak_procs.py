@@ -21,7 +21,7 @@ from typing import Any
 import psutil
 import trio
 
-from orchestrator._dev_relay import DevRelay, serve_dev_relay
+from orchestrator.devrelay._relay import DevRelay, serve_dev_relay
 
 TOKEN = "soak-token-not-a-secret"
 ORCH_ID = "orch-soak"

@@ -55,7 +55,7 @@ from bench._common import (  # noqa: E402
     tmux_socket,
     write_json,
 )
-from orchestrator._dev_relay import serve_dev_relay  # noqa: E402
+from orchestrator.devrelay._relay import serve_dev_relay  # noqa: E402
 
 TOKEN = "bench-token"
 ORCH = "orch-bench"

@@ -24,7 +24,7 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench._common import cpu_and_rss, fmt_row, percentile, start_orchestrator, write_json  # noqa: E402
-from orchestrator._dev_relay import serve_dev_relay  # noqa: E402
+from orchestrator.devrelay._relay import serve_dev_relay  # noqa: E402
 
 TOKEN = "bench-token"
 

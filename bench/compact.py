@@ -67,7 +67,8 @@ from bench._common import (  # noqa: E402
     tmux_socket,
     write_json,
 )
-from orchestrator._dev_relay import agent_action, serve_dev_relay, spawn  # noqa: E402
+from orchestrator.devrelay._actions import agent_action, spawn  # noqa: E402
+from orchestrator.devrelay._relay import serve_dev_relay  # noqa: E402
 from tests.model_stubs.anthropic import AnthropicStub, Recorded, cli_env  # noqa: E402
 
 TOKEN = "bench-token"

@@ -37,7 +37,8 @@ from bench._soak_procs import (  # noqa: E402
     kill_marked,
     marked_processes,
 )
-from orchestrator._dev_relay_store import TERMINAL, RelayStore  # noqa: E402
+from orchestrator.devrelay._records import TERMINAL  # noqa: E402
+from orchestrator.devrelay._store import RelayStore  # noqa: E402
 
 SETTLED_AT: dict[str, float] = {}
 CLAIMED_AT: dict[str, float] = {}

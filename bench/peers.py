@@ -165,7 +165,8 @@ def relay_agents(relay: Any) -> dict[str, dict[str, Any]]:
 
 
 async def orchestrator_trial(n: int, idle: float, session: str) -> dict[str, Any]:
-    from orchestrator._dev_relay import agent_action, serve_dev_relay
+    from orchestrator.devrelay._actions import agent_action
+    from orchestrator.devrelay._relay import serve_dev_relay
 
     async with trio.open_nursery() as nursery:
         relay = await nursery.start(lambda task_status: serve_dev_relay(

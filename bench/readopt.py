@@ -25,7 +25,7 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench._common import fmt_row, median, start_orchestrator, write_json  # noqa: E402
-from orchestrator._dev_relay import serve_dev_relay  # noqa: E402
+from orchestrator.devrelay._relay import serve_dev_relay  # noqa: E402
 
 TOKEN = "bench-token"
 TARGET = "orch:orch-bench"

@@ -24,7 +24,7 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench._common import cpu_and_rss, fmt_row, percentile, start_orchestrator, write_json  # noqa: E402
-from orchestrator._dev_relay import serve_dev_relay  # noqa: E402
+from orchestrator.devrelay._relay import serve_dev_relay  # noqa: E402
 
 TOKEN = "bench-token"
 TARGET = "orch:orch-bench"
@@ -73,7 +73,7 @@ async def main(args: argparse.Namespace) -> None:
                         a["agentId"] == aid and a["status"] == "exited" for a in agents(relay)))
                 exits.append((time.perf_counter() - t) * 1000)
             # restart one: agent.restart created at the relay → the new process's `running`
-            from orchestrator._dev_relay import agent_action
+            from orchestrator.devrelay._actions import agent_action
             restarts = []
             for agent in agents(relay)[args.crashes: args.crashes + args.restarts]:
                 aid, old_pid = agent["agentId"], agent["pid"]

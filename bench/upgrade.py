@@ -40,7 +40,7 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench._common import fmt_row, write_json  # noqa: E402
-from orchestrator._dev_relay import serve_dev_relay  # noqa: E402
+from orchestrator.devrelay._relay import serve_dev_relay  # noqa: E402
 from tests.system.sandbox import (  # noqa: E402
     ServiceLayout,
     UserHost,

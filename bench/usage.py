@@ -140,7 +140,7 @@ async def part_one(args: argparse.Namespace) -> dict[str, Any]:
 
 
 async def part_two(args: argparse.Namespace) -> dict[str, Any]:
-    from orchestrator._dev_relay import serve_dev_relay
+    from orchestrator.devrelay._relay import serve_dev_relay
 
     async with trio.open_nursery() as nursery:
         relay = await nursery.start(lambda task_status: serve_dev_relay(

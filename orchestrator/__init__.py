@@ -2,7 +2,7 @@
 
 The process (``run_orchestrator``), its settings, the relay client, the
 journal and the errors callers act on. The dev relay lives in
-``orchestrator._dev_relay`` and is imported only by ``dev`` and ``relay``.
+``orchestrator.devrelay._relay`` and is imported only by ``dev`` and ``relay``.
 """
 
 from ._app import Orchestrator as Orchestrator

@@ -165,7 +165,7 @@ def cmd_relay(args: argparse.Namespace) -> int:
     setup_logging("text" if sys.stderr.isatty() else "json")
 
     async def serve() -> None:
-        from ._dev_relay import serve_dev_relay
+        from .devrelay._relay import serve_dev_relay
 
         # Listening for the signals before anything is printed: a Ctrl-C as
         # soon as the URL shows ends the relay as cleanly as a later one.
@@ -191,7 +191,7 @@ def cmd_relay(args: argparse.Namespace) -> int:
 # -- dev ---------------------------------------------------------------------
 
 def cmd_dev(args: argparse.Namespace) -> int:
-    from ._dev import run_dev
+    from .devrelay._dev import run_dev
 
     trio.run(run_dev, args)
     return EXIT_OK

@@ -21,7 +21,7 @@ FAKE_AGENT = str(Path(__file__).parent / "fake_agent.py")
 
 @pytest.fixture
 async def relay(nursery: trio.Nursery) -> Any:
-    from orchestrator._dev_relay import serve_dev_relay
+    from orchestrator.devrelay._relay import serve_dev_relay
 
     return await nursery.start(partial(serve_dev_relay, token=TOKEN, offline_after=5.0))
 

@@ -30,10 +30,10 @@ import pytest
 import trio
 import trustme
 
-from orchestrator._dev_relay import serve_dev_relay
 from orchestrator._errors import ConfigError, RelayUnavailable
 from orchestrator._relay_client import RelayClient, make_http_client
 from orchestrator._settings import load_settings
+from orchestrator.devrelay._relay import serve_dev_relay
 
 from .conftest import FAKE_AGENT, TOKEN, cli_env, kill_agents, make_settings
 

@@ -22,7 +22,7 @@ import trio.lowlevel
 import trio.testing
 import trustme
 
-from orchestrator._asgi_server import (
+from orchestrator.devrelay._asgi_server import (
     HANDSHAKE_TIMEOUT,
     KEEP_ALIVE_TIMEOUT,
     MAX_HEAD,

@@ -13,9 +13,9 @@ import httpx
 import pytest
 import trio
 
-from orchestrator._dev_relay import serve_dev_relay
 from orchestrator._version import current_version
 from orchestrator._wire import Command, Outcome
+from orchestrator.devrelay._relay import serve_dev_relay
 
 from ..conftest import TOKEN, make_settings
 

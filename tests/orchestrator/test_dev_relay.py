@@ -20,9 +20,11 @@ import pytest
 import trio
 import trio.testing
 
-from orchestrator._dev_relay import DevRelay, Faults, build_app, serve_dev_relay
-from orchestrator._dev_relay_spec import openapi_document
-from orchestrator._dev_relay_store import SUBSCRIPTION_BUFFER, RelayStore
+from orchestrator.devrelay._records import SUBSCRIPTION_BUFFER
+from orchestrator.devrelay._relay import DevRelay, Faults, serve_dev_relay
+from orchestrator.devrelay._routes import build_app
+from orchestrator.devrelay._spec import openapi_document
+from orchestrator.devrelay._store import RelayStore
 
 TOKEN = "dev-relay-test-token"
 WAIT = 5
@@ -810,7 +812,7 @@ async def test_state_file_round_trip(tmp_path: Path) -> None:
 
 async def test_state_writes_are_coalesced_in_the_background(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import orchestrator._dev_relay as module
+    import orchestrator.devrelay._relay as module
 
     original = module._write_state
     writes: list[dict[str, Any]] = []
@@ -855,7 +857,7 @@ async def test_a_taken_port_is_one_clear_error() -> None:
 
 
 async def test_a_corrupt_state_file_fails_start_up(tmp_path: Path) -> None:
-    from orchestrator._dev_relay import DevRelayStateError
+    from orchestrator.devrelay._relay import DevRelayStateError
 
     state_file = tmp_path / "relay.json"
     state_file.write_text("{truncated")

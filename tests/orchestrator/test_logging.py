@@ -64,15 +64,15 @@ def test_one_tree_is_configured_and_logging_itself_is_left_alone(capsys: object)
         assert len(loggers[0].handlers) == 1
         assert (logging._srcfile, logging.logThreads, logging.logProcesses,  # type: ignore[attr-defined]
                 logging.logMultiprocessing) == saved
-        import orchestrator._asgi_server
-        import orchestrator._dev_relay
+        import orchestrator.devrelay._asgi_server
+        import orchestrator.devrelay._relay
 
-        for module in (orchestrator._asgi_server, orchestrator._dev_relay):
+        for module in (orchestrator.devrelay._asgi_server, orchestrator.devrelay._relay):
             module.log.error("from %s", module.__name__, extra={"agentId": "ag_1"})
         lines = [json.loads(line) for line in capsys.readouterr().err.strip().splitlines()]
         assert [(line["logger"], line["msg"], line["agentId"]) for line in lines] == [
-            ("relay_orchestrator.asgi", "from orchestrator._asgi_server", "ag_1"),
-            ("relay_orchestrator.dev_relay", "from orchestrator._dev_relay", "ag_1"),
+            ("relay_orchestrator.asgi", "from orchestrator.devrelay._asgi_server", "ag_1"),
+            ("relay_orchestrator.dev_relay", "from orchestrator.devrelay._relay", "ag_1"),
         ]
     finally:
         for lg, (handlers, level, propagate) in zip(loggers, before, strict=True):

@@ -18,7 +18,7 @@ from typing import Any
 import attrs
 import trio
 
-from ._settings import Settings, load_settings
+from .._settings import Settings, load_settings
 
 
 def dev_settings(args: argparse.Namespace, relay_url: str, token: str) -> Settings:
@@ -53,7 +53,7 @@ def curl_line(url: str, token: str, path: str, body: dict[str, Any] | None = Non
 def tour_lines(url: str, token: str, orch_id: str, base_dir: str, socket: str) -> list[str]:
     agent_id = "ag_demo"
     spawn = {"provider": "command", "agentId": agent_id, "label": "demo", "cwd": base_dir,
-             "providerArgs": [sys.executable, "-m", "orchestrator._demo_agent"],
+             "providerArgs": [sys.executable, "-m", "orchestrator.devrelay._demo_agent"],
              "tags": ["memory-reload:NOTES.md"]}
     return [
         "spawn a demo agent:",
@@ -73,7 +73,7 @@ def tour_lines(url: str, token: str, orch_id: str, base_dir: str, socket: str) -
 
 
 async def run_dev(args: argparse.Namespace) -> None:
-    from ._logging import setup_logging
+    from .._logging import setup_logging
 
     # before the relay starts: its lines go through the same handler
     setup_logging(load_settings(args).log_format, verbose=args.verbose)
@@ -83,8 +83,8 @@ async def run_dev(args: argparse.Namespace) -> None:
 
 
 async def _run_dev(args: argparse.Namespace, token: str, signals: Any) -> None:
-    from ._app import run_orchestrator, tmux_socket
-    from ._dev_relay import serve_dev_relay
+    from .._app import run_orchestrator, tmux_socket
+    from ._relay import serve_dev_relay
 
     async with trio.open_nursery() as nursery:
         relay = await nursery.start(

@@ -1,6 +1,6 @@
 """The agent ``dev`` spawns: prints what it reads, so compact and reload show.
 
-    python -m orchestrator._demo_agent
+    python -m orchestrator.devrelay._demo_agent
 """
 
 from __future__ import annotations
