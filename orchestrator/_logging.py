@@ -7,13 +7,16 @@ no code path hands it to a logger.
 One tree, ``relay_orchestrator.*``, for everything the package logs (the dev
 relay and its server included), configured once per process by
 ``setup_logging`` (``run``, ``dev`` and ``relay``); the ``actors`` and
-``supervisors`` packages' loggers get the same handler.
+``supervisors`` packages' loggers get the same handler. Under systemd, when
+standard error is the journal's stream, each line carries its priority
+(``<3>`` for an error), so that ``journalctl -p err`` finds the errors.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 from typing import Any
@@ -49,6 +52,36 @@ class TextFormatter(logging.Formatter):
         return line
 
 
+# sd-daemon(3): a line that starts "<N>" is logged by journald at priority N.
+_PRIORITY = {"DEBUG": 7, "INFO": 6, "WARNING": 4, "ERROR": 3, "CRITICAL": 2}
+
+
+class JournalPrefixed(logging.Formatter):
+    """Another formatter's lines, each with its record's priority for journald,
+    so that ``journalctl -p err`` shows the errors (and a traceback's every
+    line keeps its record's priority)."""
+
+    def __init__(self, inner: logging.Formatter) -> None:
+        super().__init__()
+        self._inner = inner
+
+    def format(self, record: logging.LogRecord) -> str:
+        prefix = f"<{_PRIORITY.get(record.levelname, 6)}>"
+        return "\n".join(prefix + line for line in self._inner.format(record).split("\n"))
+
+
+def stderr_is_journal(environ: dict[str, str] | None = None) -> bool:
+    """Whether standard error is the journal's stream (``JOURNAL_STREAM`` names
+    its device and inode, as systemd sets it for a service)."""
+    value = (os.environ if environ is None else environ).get("JOURNAL_STREAM", "")
+    device, _, inode = value.partition(":")
+    try:
+        stat = os.fstat(2)
+        return (stat.st_dev, stat.st_ino) == (int(device), int(inode))
+    except (OSError, ValueError):
+        return False
+
+
 ROOT = "relay_orchestrator"
 _OTHERS = ("actors", "supervisors")
 
@@ -56,7 +89,10 @@ _OTHERS = ("actors", "supervisors")
 def setup_logging(fmt: str, *, verbose: bool = False) -> None:
     """Send the tree's records to stderr, one line each (again: replaces the handler)."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    formatter: logging.Formatter = JsonFormatter() if fmt == "json" else TextFormatter()
+    if stderr_is_journal():
+        formatter = JournalPrefixed(formatter)
+    handler.setFormatter(formatter)
     for name in (ROOT, *_OTHERS):
         logger = logging.getLogger(name)
         logger.handlers[:] = [handler]

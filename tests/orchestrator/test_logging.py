@@ -116,3 +116,46 @@ def test_the_relay_command_logs_through_the_same_setup(tmp_path: object) -> None
     lines = [json.loads(line) for line in err.strip().splitlines()]
     assert any(line["logger"] == "relay_orchestrator.dev_relay" and line["level"] == "error"
                and "cannot write its state file" in line["msg"] for line in lines), err
+
+
+def _log_to(path: object, journal_stream: str | None) -> list[str]:
+    """Lines a process logs with its stderr in ``path`` and JOURNAL_STREAM as given."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (
+        "import logging\nfrom orchestrator._logging import setup_logging\n"
+        "setup_logging('text')\nlog = logging.getLogger('relay_orchestrator.t')\n"
+        "log.info('started')\nlog.warning('slow relay')\n"
+        "try:\n    1/0\nexcept ZeroDivisionError:\n    log.exception('a handler crashed')\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "JOURNAL_STREAM"}
+    target = Path(str(path))
+    with open(target, "wb") as err:
+        if journal_stream is not None:
+            st = os.fstat(err.fileno())
+            env["JOURNAL_STREAM"] = journal_stream.format(dev=st.st_dev, ino=st.st_ino)
+        subprocess.run([sys.executable, "-c", code], stderr=err, env=env, check=True, timeout=30)
+    return target.read_text().splitlines()
+
+
+def test_under_the_journal_each_line_carries_its_priority(tmp_path: object) -> None:
+    from pathlib import Path
+
+    lines = _log_to(Path(str(tmp_path)) / "journal", "{dev}:{ino}")
+    assert lines[0].startswith("<6>") and lines[0].endswith("started")
+    assert lines[1].startswith("<4>") and lines[1].endswith("slow relay")
+    assert lines[2].startswith("<3>") and lines[2].endswith("a handler crashed")
+    assert len(lines) > 4 and all(line.startswith("<3>") for line in lines[2:])  # traceback
+    assert any("ZeroDivisionError" in line for line in lines)
+
+
+def test_elsewhere_lines_have_no_priority_prefix(tmp_path: object) -> None:
+    from pathlib import Path
+
+    plain = _log_to(Path(str(tmp_path)) / "plain", None)
+    other = _log_to(Path(str(tmp_path)) / "other", "1:2")  # the journal is not our stderr
+    for lines in (plain, other):
+        assert lines[0].endswith("started") and not lines[0].startswith("<")

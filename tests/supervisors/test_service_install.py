@@ -97,6 +97,7 @@ def test_the_unit_file(tmp_path: Path) -> None:
     assert 0 < int(service["RestartSec"][0]) <= 10
     assert service["KillMode"] == ["process"]
     assert service["TimeoutStopSec"] == ["10"]
+    assert service["WatchdogSec"] == ["30"]
     assert service["EnvironmentFile"] == [str(token_file.path)]
     env = dict(unquote_word(v).split("=", 1) for v in service["Environment"])
     assert env == SETTINGS

@@ -114,7 +114,12 @@ async def lifecycle(relay: Any, host: UserHost, layout: ServiceLayout, backend: 
     assert f"{UNIT} is up (systemd)" in ran.stdout
     assert TOKEN not in ran.stdout + ran.stderr
     props = await host.show(UNIT, "ActiveState", "SubState", "MainPID", "StatusText",
-                            "Type", "KillMode", "Restart", "NRestarts")
+                            "Type", "KillMode", "Restart", "NRestarts", "WatchdogUSec")
+    assert props["WatchdogUSec"] == "30s"
+    with trio.fail_after(20):  # the loop's first "alive" reached systemd
+        while (await host.show(UNIT, "WatchdogTimestampMonotonic"))[
+                "WatchdogTimestampMonotonic"] in ("", "0"):
+            await trio.sleep(0.2)
     assert (props["ActiveState"], props["SubState"], props["Type"]) == (
         "active", "running", "notify")
     assert (props["KillMode"], props["Restart"]) == ("process", "on-failure")
