@@ -11,8 +11,10 @@ import argparse
 import json
 import secrets
 import shlex
+import shutil
 import signal
 import sys
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -50,7 +52,19 @@ def curl_line(url: str, token: str, path: str, body: dict[str, Any] | None = Non
     return shlex.join(parts)
 
 
-def tour_lines(url: str, token: str, orch_id: str, base_dir: str, socket: str) -> list[str]:
+def this_program() -> str:
+    """How to run this command again, as the user can type it: the script
+    that runs now (a venv's, not on PATH maybe), else the interpreter's -m."""
+    script = Path(sys.argv[0]) if sys.argv and sys.argv[0] else None
+    if script is not None and script.name == "relay-orchestrator" and script.exists():
+        return shlex.quote(str(script.resolve()))
+    return f"{shlex.quote(sys.executable)} -m orchestrator"
+
+
+def tour_lines(url: str, token: str, orch_id: str, base_dir: str, socket: str | None,
+               logs: str) -> list[str]:
+    """``socket``: the tmux socket the agents are on (None: no tmux); ``logs``:
+    the ``logs`` command that reads this orchestrator's agents."""
     agent_id = "ag_demo"
     spawn = {"provider": "command", "agentId": agent_id, "label": "demo", "cwd": base_dir,
              "providerArgs": [sys.executable, "-m", "orchestrator.devrelay._demo_agent"],
@@ -63,8 +77,8 @@ def tour_lines(url: str, token: str, orch_id: str, base_dir: str, socket: str) -
         "restart it:",
         "  " + curl_line(url, token, f"/api/agents/{agent_id}/action", {"action": "restart"}),
         "watch it:",
-        f"  tmux -L {socket} attach -t relay-{agent_id}"
-        f"    (or: relay-orchestrator logs {agent_id} -f)",
+        *([f"  tmux -L {socket} attach -t relay-{agent_id}"] if socket else []),
+        f"  {logs} {agent_id} -f",
         "stop it:",
         "  " + curl_line(url, token, f"/api/agents/{agent_id}/action", {"action": "stop"}),
         "see the commands:",
@@ -107,8 +121,10 @@ async def _run_dev(args: argparse.Namespace, token: str, signals: Any) -> None:
             notes = work / "NOTES.md"
             if not notes.exists():
                 notes.write_text("# Demo notes\nRemember: the relay is the source of truth.\n")
+            tmux = shutil.which("tmux") is not None
+            logs = f"{this_program()} logs --state-dir {shlex.quote(str(settings.state_dir))}"
             for line in tour_lines(relay.url, token, orch.id, str(work),
-                                  tmux_socket(settings)):
+                                  tmux_socket(settings) if tmux else None, logs):
                 print(line, file=out)
             print("\nCtrl-C stops the relay, the orchestrator and its agents.",
                   file=out, flush=True)

@@ -190,6 +190,15 @@ def test_readme_commands_work_as_written(tmp_path: Path, home: Path) -> None:
             time.sleep(0.1)
         assert cmds[-1]["status"] == "succeeded", cmds[-1]
         pid = cmds[-1]["result"]["pid"]
+        # The printed way to read the agent's output works as printed (once, not -f).
+        watch = lines[lines.index("watch it:") + 1: lines.index("stop it:")]
+        logs_line = next(line.strip() for line in watch if " logs " in line)
+        assert logs_line.endswith(" -f")
+        if shutil.which("tmux"):
+            assert watch[0].strip().startswith("tmux -L ")
+        read = subprocess.run(["bash", "-c", logs_line[: -len(" -f")] + " -n 5"],
+                              capture_output=True, text=True, timeout=30, env=env)
+        assert read.returncode == 0, read.stderr
         os.killpg(proc.pid, signal.SIGINT)
         assert proc.wait(timeout=20) == 0
         assert not (psutil.pid_exists(pid)
