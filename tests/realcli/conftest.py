@@ -120,7 +120,7 @@ async def real(
     relay: Any, start_orchestrator: Any, tmp_path: Path, clis_bin: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> Real:
-    from orchestrator._app import tmux_socket
+    from orchestrator.daemon._app import tmux_socket
 
     from ..conftest import make_settings
 

@@ -42,7 +42,7 @@ async def test_trust_never_leaves_the_question_to_a_person_and_compact_types_not
 ) -> None:
     import os
 
-    from orchestrator._app import tmux_socket
+    from orchestrator.daemon._app import tmux_socket
 
     from ..conftest import make_settings
 
