@@ -72,7 +72,7 @@ _PROFILE_SHIM = """
 import cProfile, signal, sys, time
 out = sys.argv.pop(1)
 sys.argv[0] = "relay-orchestrator"
-from orchestrator._cli import main
+from orchestrator.cli._main import main
 profiler = cProfile.Profile(time.process_time)
 try:
     profiler.runcall(main)
@@ -87,7 +87,7 @@ def tmux_socket(work: Path) -> str:
     """The tmux socket (``tmux -L``) of the orchestrator whose scratch dir is ``work``."""
     from types import SimpleNamespace
 
-    from orchestrator._app import tmux_socket as socket_of
+    from orchestrator.daemon._app import tmux_socket as socket_of
 
     return socket_of(SimpleNamespace(state_dir=work / "state"))  # type: ignore[arg-type]
 

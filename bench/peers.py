@@ -277,7 +277,7 @@ async def orchestrator_trial(n: int, idle: float, session: str) -> dict[str, Any
 def _tmux_socket(state_dir: Path) -> str:
     from types import SimpleNamespace
 
-    from orchestrator._app import tmux_socket
+    from orchestrator.daemon._app import tmux_socket
 
     return tmux_socket(SimpleNamespace(state_dir=state_dir))  # type: ignore[arg-type]
 

@@ -94,7 +94,7 @@ def start_orchestrator(nursery: trio.Nursery, tmp_path: Path, relay: Any,
     """Start an orchestrator on the test's relay; returns its handle once up.
 
     Its agents are killed (by pid) when the test ends."""
-    from orchestrator._app import run_orchestrator, tmux_socket
+    from orchestrator.daemon._app import run_orchestrator, tmux_socket
 
     async def start(*, settings: Any = None, extra_handlers: Any = None, **overrides: Any) -> Any:
         settings = settings or make_settings(tmp_path, relay.url, **overrides)

@@ -34,8 +34,8 @@ def test_run_does_not_import_the_dev_relay_stack() -> None:
     command line."""
     code = textwrap.dedent("""
         import sys
-        import orchestrator._cli, orchestrator._app, orchestrator._logging
-        orchestrator._cli.build_parser().parse_args(["run", "--relay-url", "http://127.0.0.1:1"])
+        import orchestrator.cli._main, orchestrator.daemon._app, orchestrator._logging
+        orchestrator.cli._main.build_parser().parse_args(["run", "--relay-url", "http://127.0.0.1:1"])
         print(sorted(m for m in sys.modules if m.split(".")[0] in ("hypercorn", "starlette")
                      or m == "orchestrator.devrelay" or m.startswith("orchestrator.devrelay.")))
         import orchestrator.devrelay._relay

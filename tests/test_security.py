@@ -31,9 +31,9 @@ import trio
 import trustme
 
 from orchestrator._errors import ConfigError, RelayUnavailable
-from orchestrator._relay_client import RelayClient, make_http_client
 from orchestrator._settings import load_settings
 from orchestrator.devrelay._relay import serve_dev_relay
+from orchestrator.relay._client import RelayClient, make_http_client
 
 from .conftest import FAKE_AGENT, TOKEN, cli_env, kill_agents, make_settings
 
@@ -128,7 +128,7 @@ def tls(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 async def test_an_https_relay_is_verified_with_the_configured_ca(
     tmp_path: Path, nursery: trio.Nursery, tls: dict[str, Path]
 ) -> None:
-    from orchestrator._app import run_orchestrator
+    from orchestrator.daemon._app import run_orchestrator
 
     relay = await nursery.start(partial(serve_dev_relay, token=TOKEN, certfile=tls["cert"],
                                         keyfile=tls["key"]))

@@ -46,7 +46,7 @@ from urllib.parse import unquote_to_bytes
 
 import trio
 
-from .._sockets import READ_SIZE, RawSocketStream
+from ..http._sockets import READ_SIZE, RawSocketStream
 
 log = logging.getLogger("relay_orchestrator.asgi")
 

@@ -112,7 +112,7 @@ async def run_demo(relay: Any, orch: Any, out: TextIO = sys.stdout) -> dict[str,
     session = done["result"].get("tmuxSession")
     say(f"\ndemo done: ag_demo is running (pid {done['result']['pid']}).")
     if session:
-        from .._app import tmux_socket
+        from ..daemon._app import tmux_socket
 
         socket = tmux_socket(orch.settings)
         say(f"  watch it:  tmux -L {socket} attach -t {session}")

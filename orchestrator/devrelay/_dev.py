@@ -97,7 +97,7 @@ async def run_dev(args: argparse.Namespace) -> None:
 
 
 async def _run_dev(args: argparse.Namespace, token: str, signals: Any) -> None:
-    from .._app import run_orchestrator, tmux_socket
+    from ..daemon._app import run_orchestrator, tmux_socket
     from ._relay import serve_dev_relay
 
     async with trio.open_nursery() as nursery:

@@ -13,7 +13,7 @@ import pytest
 
 from actors import agent_log_path
 from actors._output import rotate_if_needed
-from orchestrator._journal import Journal
+from orchestrator.daemon._journal import Journal
 
 from ..conftest import cli_env
 

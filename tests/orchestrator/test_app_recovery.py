@@ -18,9 +18,9 @@ from typing import Any
 import httpx
 import trio
 
-from orchestrator._dispatcher import Handler
-from orchestrator._journal import CommandState, Journal
-from orchestrator._wire import Command, Outcome
+from orchestrator.daemon._dispatcher import Handler
+from orchestrator.daemon._journal import CommandState, Journal
+from orchestrator.relay._wire import Command, Outcome
 
 from .test_agents_e2e import settle, spawn_params, wait_lines
 from .test_crash_recovery import OrchProcess, orch_process, registered  # noqa: F401

@@ -7,7 +7,7 @@ import random
 import trio
 import trio.testing
 
-from orchestrator._backoff import Backoff
+from orchestrator.relay._backoff import Backoff
 
 
 def test_delays_grow_double_jittered_and_cap() -> None:
@@ -65,7 +65,7 @@ class SilentStreamClient:
 async def test_silent_stream_is_dropped_after_45s_and_reopened(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    from orchestrator._feed import CommandFeed
+    from orchestrator.daemon._feed import CommandFeed
 
     client = SilentStreamClient()
     feed = CommandFeed(client, lambda: "orch:x", lambda c: None,  # type: ignore[arg-type]
@@ -105,7 +105,7 @@ class NoStreamClient:
 
 
 async def test_relay_without_stream_is_polled(autojump_clock: trio.testing.MockClock) -> None:
-    from orchestrator._feed import CommandFeed
+    from orchestrator.daemon._feed import CommandFeed
 
     client = NoStreamClient([{"id": "cmd_1", "type": "agent.stop", "status": "pending"}])
     seen: list[str] = []

@@ -14,8 +14,8 @@ import pytest
 import trio
 
 from orchestrator._version import current_version
-from orchestrator._wire import Command, Outcome
 from orchestrator.devrelay._relay import serve_dev_relay
+from orchestrator.relay._wire import Command, Outcome
 
 from ..conftest import TOKEN, make_settings
 
@@ -80,7 +80,7 @@ async def test_registration_carries_every_field(
 async def test_generated_id_is_kept_across_restarts(
     relay: Any, tmp_path: Path, nursery: trio.Nursery,
 ) -> None:
-    from orchestrator._app import run_orchestrator
+    from orchestrator.daemon._app import run_orchestrator
 
     settings = make_settings(tmp_path, relay.url)
     ids = []
@@ -132,7 +132,7 @@ async def test_claim_conflict_is_not_acted_on(relay: Any, start_orchestrator: An
         r = await http.patch(f"/api/commands/{raw['id']}", json={"status": "running"},
                              headers={"Authorization": f"Bearer {TOKEN}"})
         assert r.status_code == 200
-    from orchestrator._wire import structure_command
+    from orchestrator.relay._wire import structure_command
 
     orch.dispatcher.submit(structure_command(raw))
     with trio.fail_after(WAIT):
@@ -143,7 +143,7 @@ async def test_claim_conflict_is_not_acted_on(relay: Any, start_orchestrator: An
 
 
 async def test_same_command_twice_is_acted_on_once(relay: Any, start_orchestrator: Any) -> None:
-    from orchestrator._wire import structure_command
+    from orchestrator.relay._wire import structure_command
 
     counter = Counter()
     counter.hold()
@@ -164,7 +164,7 @@ async def test_same_command_twice_is_acted_on_once(relay: Any, start_orchestrato
 async def test_relay_restart_from_state_file_loses_no_outcome(
     tmp_path: Path, nursery: trio.Nursery,
 ) -> None:
-    from orchestrator._app import run_orchestrator
+    from orchestrator.daemon._app import run_orchestrator
 
     state_file = tmp_path / "relay.json"
     counter = Counter()
@@ -205,7 +205,7 @@ async def test_relay_restart_from_state_file_loses_no_outcome(
 async def test_forgetful_relay_gets_a_new_registration(
     tmp_path: Path, nursery: trio.Nursery,
 ) -> None:
-    from orchestrator._app import run_orchestrator
+    from orchestrator.daemon._app import run_orchestrator
 
     async with trio.open_nursery() as relay_nursery:
         relay = await relay_nursery.start(partial(serve_dev_relay, token=TOKEN))
@@ -250,7 +250,7 @@ async def test_500s_and_hangs_delay_but_lose_nothing(relay: Any, start_orchestra
 async def test_wrong_token_logs_clearly_and_heals_when_fixed(
     relay: Any, tmp_path: Path, nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from orchestrator._app import run_orchestrator
+    from orchestrator.daemon._app import run_orchestrator
 
     token_file = tmp_path / "token"
     token_file.write_text("wrong-token\n")

@@ -46,7 +46,7 @@ async def test_run_on_an_http_relay_never_loads_httpx(
             await trio.sleep(0.05)
     lines = orch_process.log.read_text().splitlines()
     modules = {m[1] for line in lines if (m := _IMPORTED.match(line))}
-    assert "orchestrator._relay_client" in modules  # the listing is there
+    assert "orchestrator.relay._client" in modules  # the listing is there
     assert "command stream open" in "\n".join(lines)  # the stream, not polling
     loaded = sorted(m for m in modules if m == "httpx" or m.startswith(("httpx.", "httpcore")))
     assert loaded == []
@@ -72,7 +72,7 @@ def test_no_import_tricks() -> None:
     code = textwrap.dedent("""
         import importlib.util, logging, sys, types
         before = (logging._srcfile, logging.logThreads, logging.logProcesses)
-        import orchestrator, orchestrator._cli, orchestrator._app, trio
+        import orchestrator, orchestrator.cli._main, orchestrator.daemon._app, trio
         from orchestrator._logging import setup_logging
         setup_logging("json")
         fakes = [name for name, module in list(sys.modules.items())

@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from orchestrator._errors import RelayUnavailable
-from orchestrator._http_transport import MAX_CHUNK_LINE, MAX_HEAD, PlainHTTPTransport
+from orchestrator.http._transport import MAX_CHUNK_LINE, MAX_HEAD, PlainHTTPTransport
 
 from .test_http_transport import Server, get, relay_client, send, start_server
 
@@ -239,7 +239,7 @@ def _sse_head() -> bytes:
 async def test_an_event_stream_line_without_end_ends_the_stream_with_an_error(
     server: Server,
 ) -> None:
-    from orchestrator._relay_client import MAX_EVENT_LINE
+    from orchestrator.relay._client import MAX_EVENT_LINE
 
     piece = b"a" * 65536
     count = MAX_EVENT_LINE // len(piece) + 2

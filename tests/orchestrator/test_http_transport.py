@@ -25,8 +25,8 @@ from orchestrator._errors import (
     RelayNotFound,
     RelayUnavailable,
 )
-from orchestrator._http_transport import PlainHTTPTransport
-from orchestrator._relay_client import (
+from orchestrator.http._transport import PlainHTTPTransport
+from orchestrator.relay._client import (
     RelayClient,
     make_http_client,
     make_http_transport,

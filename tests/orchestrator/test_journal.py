@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator._journal import CommandState, Journal
+from orchestrator.daemon._journal import CommandState, Journal
 
 
 def committed(path: Path, sql: str, *args: object) -> list[tuple[object, ...]]:

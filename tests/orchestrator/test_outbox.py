@@ -10,8 +10,8 @@ import pytest
 import trio
 import trio.testing
 
-from orchestrator._journal import CommandState, Journal
-from orchestrator._outbox import IDLE_FLUSH, MAX_IN_FLIGHT, Outbox
+from orchestrator.daemon._journal import CommandState, Journal
+from orchestrator.daemon._outbox import IDLE_FLUSH, MAX_IN_FLIGHT, Outbox
 
 from .test_http_transport import WAIT, Reply, Server, answer, relay_client, server  # noqa: F401
 

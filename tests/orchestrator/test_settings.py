@@ -123,7 +123,7 @@ def test_the_tmux_socket_name_stays_what_earlier_versions_used(tmp_path: Path) -
     digest of a non-default state dir must not change (it was hashlib's sha1)."""
     import hashlib
 
-    from orchestrator._app import tmux_socket
+    from orchestrator.daemon._app import tmux_socket
 
     settings = load_settings(flags={"state_dir": str(tmp_path / "state")}, environ={})
     digest = hashlib.sha1(str((tmp_path / "state").resolve()).encode()).hexdigest()[:8]

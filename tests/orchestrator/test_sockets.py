@@ -14,7 +14,7 @@ import pytest
 import trio
 import trio.testing
 
-from orchestrator._sockets import READ_SIZE, RawSocketStream
+from orchestrator.http._sockets import READ_SIZE, RawSocketStream
 
 
 def pair() -> tuple[RawSocketStream, RawSocketStream]:

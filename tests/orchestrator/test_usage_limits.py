@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import trio
 
-from orchestrator._app import run_orchestrator
-from orchestrator._status import local_status, render_status
+from orchestrator.cli._status import local_status, render_status
+from orchestrator.daemon._app import run_orchestrator
 
 from ..actors.conftest import wait_dead
 from ..conftest import FAKE_AGENT, TOKEN, cli_env, kill_agents, make_settings

@@ -133,7 +133,7 @@ def real_with(
     monkeypatch: pytest.MonkeyPatch,
 ) -> RealWith:
     """An orchestrator whose providers' tables have ``overrides`` (one per test)."""
-    from orchestrator._app import tmux_socket
+    from orchestrator.daemon._app import tmux_socket
 
     from ..conftest import make_settings
 

@@ -156,7 +156,7 @@ async def test_a_conversation_is_resumed_after_a_reboot(
     import subprocess
     from functools import partial
 
-    from orchestrator._app import run_orchestrator, tmux_socket
+    from orchestrator.daemon._app import run_orchestrator, tmux_socket
 
     from ..conftest import make_settings
     from .conftest import processes_of

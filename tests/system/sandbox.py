@@ -76,7 +76,8 @@ def _append(path: Path, code: str) -> None:
 
 def break_package_import(tree: Path) -> None:
     """Nothing imports: ``--version`` fails too (the install's verification sees it)."""
-    _append(tree / "orchestrator" / "_cli.py", 'raise ImportError("broken on purpose (package)")')
+    _append(tree / "orchestrator" / "cli" / "_main.py",
+            'raise ImportError("broken on purpose (package)")')
 
 
 def break_run_import(tree: Path) -> None:
@@ -87,7 +88,7 @@ def break_run_import(tree: Path) -> None:
 def break_run_start(tree: Path) -> None:
     """Everything imports; ``run`` exits 1 before it registers."""
     _append(
-        tree / "orchestrator" / "_app.py",
+        tree / "orchestrator" / "daemon" / "_app.py",
         "async def run_orchestrator(*args, **kwargs):\n"
         "    raise SystemExit('broken on purpose: run exits before registering')",
     )

@@ -19,8 +19,8 @@ from typing import Any
 import httpx
 import trio
 
-from orchestrator._app import run_orchestrator
 from orchestrator._version import current_version
+from orchestrator.daemon._app import run_orchestrator
 
 from ..conftest import TOKEN, make_settings
 from ..supervisors.stand_ins import StandIns, stand_ins  # noqa: F401  (fixture)

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import trio
 
-from orchestrator import _runtime
-from orchestrator._upgrader import create_venv, running_pip
+from orchestrator.upgrade import _runtime
+from orchestrator.upgrade._install import create_venv, running_pip
 
 PYTHON_OK = "#!/bin/sh\nexit 0\n"
 PYTHON_BROKEN = (

@@ -9,12 +9,18 @@ backups that hold it.
 
 from __future__ import annotations
 
+import argparse
 import sqlite3
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import actors
+
+from .._settings import add_setting_flags
+from ._service import settings_with_recorded
 
 POLL = 0.2  # follow: a file has no portable change event; 0.2 s is what tail -f does (1 s)
 
@@ -63,3 +69,38 @@ def follow_log(path: Path, *, start_at_end: bool = True, poll: float = POLL,
             yield line.decode(errors="replace")
         if not lines:
             time.sleep(poll)
+
+
+def register(sub: argparse._SubParsersAction[Any]) -> None:
+    p = sub.add_parser("logs", help="an agent's output")
+    p.add_argument("agent", help="agentId, label or tmux session")
+    p.add_argument("-n", type=int, default=20, help="lines (default 20)")
+    p.add_argument("-f", "--follow", action="store_true", help="follow across rotations")
+    add_setting_flags(p)
+    p.set_defaults(func=cmd_logs)
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    settings = settings_with_recorded(args)
+    path = find_agent_log(settings.state_dir, args.agent)
+    if path is None:
+        print(f"relay-orchestrator: no agent matches {args.agent!r} in {settings.state_dir}",
+              file=sys.stderr)
+        return 1
+    if not args.follow:
+        for line in tail_log(path, args.n):
+            print(line)
+        return 0
+    # The last lines and where following starts, in one look: none lost or doubled.
+    follower, lines = actors.LogFollower.with_tail(path, args.n)
+    for line in lines:
+        print(line)
+    sys.stdout.flush()
+    try:
+        for line in follow_log(path, follower=follower):
+            print(line, flush=True)
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+

@@ -14,10 +14,10 @@ from collections.abc import Callable
 
 import trio
 
-from ._backoff import Backoff
-from ._errors import RelayAuthError, RelayError
-from ._relay_client import RelayClient
-from ._wire import Command, WireError, structure_command
+from .._errors import RelayAuthError, RelayError
+from ..relay._backoff import Backoff
+from ..relay._client import RelayClient
+from ..relay._wire import Command, WireError, structure_command
 
 log = logging.getLogger("relay_orchestrator.feed")
 

@@ -7,60 +7,19 @@ module reads it back and says whether that process is still alive.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import psutil
-import trio
 
-from ._settings import Settings
-
-STATUS_FILE = "status.json"
-MIN_INTERVAL = 1.0
-
-
-def write_status(state_dir: Path, status: dict[str, Any]) -> None:
-    path = state_dir / STATUS_FILE
-    tmp = path.with_suffix(".tmp")
-    data = json.dumps(status).encode()  # dumps: C-encoded; dump() encodes in Python, 20x slower
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-    os.replace(tmp, path)
-
-
-class StatusWriter:
-    """Coalesces changes into at most one write a second."""
-
-    def __init__(self, state_dir: Path, snapshot: Any) -> None:
-        self._state_dir = state_dir
-        self._snapshot = snapshot
-        self._dirty = trio.Event()
-
-    def changed(self) -> None:
-        self._dirty.set()
-
-    async def run(
-        self, *, task_status: trio.TaskStatus[StatusWriter] = trio.TASK_STATUS_IGNORED,
-    ) -> None:
-        task_status.started(self)
-        while True:
-            self._write()
-            await self._dirty.wait()
-            self._dirty = trio.Event()
-            await trio.sleep(MIN_INTERVAL)
-
-    def _write(self) -> None:
-        status = self._snapshot()
-        status["pid"] = os.getpid()
-        status["updatedAt"] = int(time.time() * 1000)
-        try:
-            write_status(self._state_dir, status)
-        except OSError:
-            pass
+from .._settings import Settings, add_setting_flags
+from ..daemon._status import STATUS_FILE
+from ._exit import EXIT_OK
 
 
 def local_status(settings: Settings) -> dict[str, Any]:
@@ -172,3 +131,22 @@ def render_status(status: dict[str, Any], *, color: bool = False) -> str:
             cells = (cell.ljust(w) for cell, w in zip(row, widths, strict=True))
             lines.append("  " + "  ".join(cells))
     return "\n".join(lines)
+
+
+def register(sub: argparse._SubParsersAction[Any]) -> None:
+    p = sub.add_parser("status", help="the local view of this host's orchestrator")
+    add_setting_flags(p)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_status)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from ._service import settings_with_recorded
+
+    settings = settings_with_recorded(args)
+    status = local_status(settings)
+    if args.json:
+        print(json.dumps(status, indent=2))
+    else:
+        print(render_status(status, color=sys.stdout.isatty()))
+    return EXIT_OK

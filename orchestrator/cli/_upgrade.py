@@ -1,4 +1,4 @@
-"""The service-facing commands: install, uninstall, logs, upgrade, ctl."""
+"""``upgrade``: install another version the non-prefix way (pip), then restart the service."""
 
 from __future__ import annotations
 
@@ -7,12 +7,11 @@ import subprocess
 import sys
 from typing import Any
 
-from ._ctl import register_ctl
-from ._settings import add_setting_flags, load_settings
-from ._version import DISTRIBUTION
+from .._settings import add_setting_flags, load_settings
+from .._version import DISTRIBUTION
 
 
-def register_more(sub: argparse._SubParsersAction[Any]) -> None:
+def register(sub: argparse._SubParsersAction[Any]) -> None:
     p = sub.add_parser("upgrade", help="install another version the non-prefix way")
     p.add_argument("--version", dest="target_version", required=True)
     p.add_argument("--no-restart", action="store_true",
@@ -20,21 +19,16 @@ def register_more(sub: argparse._SubParsersAction[Any]) -> None:
     add_setting_flags(p)
     p.set_defaults(func=cmd_upgrade)
 
-    register_ctl(sub)
-    from ._cli_service import register_service
-
-    register_service(sub)
-
 
 def cmd_upgrade(args: argparse.Namespace) -> int:
-    from ._version import is_semver
+    from .._version import is_semver
 
     if not is_semver(args.target_version):
         print(f"relay-orchestrator: --version: not a semver version: {args.target_version}",
               file=sys.stderr)
         return 2
     settings = load_settings(args)
-    from ._upgrader import pip_source_args
+    from ..upgrade._install import pip_source_args
 
     argv = [sys.executable, "-m", "pip", "install", "--disable-pip-version-check", "-q",
             *pip_source_args(settings), f"{DISTRIBUTION}=={args.target_version}"]
@@ -55,7 +49,7 @@ def cmd_upgrade(args: argparse.Namespace) -> int:
         return 1
     print(f"installed {args.target_version}")
     if not args.no_restart:
-        from ._cli_service import restart_service
+        from ._service import restart_service
 
         return restart_service(settings)
     return 0

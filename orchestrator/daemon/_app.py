@@ -28,18 +28,18 @@ import trio
 import actors
 import supervisors
 
+from .._errors import RelayError, RelayNotFound
+from .._settings import Settings
+from .._version import current_version
+from ..http._transport import PlainHTTPTransport
+from ..relay._client import RelayClient, make_http_client, make_http_transport, plain_parts
+from ..relay._wire import Command, CommandStatus, Outcome, WireError, structure_command
 from ._dispatcher import Dispatcher, Handler, Rejected
-from ._errors import RelayError, RelayNotFound
 from ._feed import CommandFeed
-from ._http_transport import PlainHTTPTransport
 from ._journal import CommandState, Journal
 from ._outbox import Outbox
 from ._presence import Identity, Presence
-from ._relay_client import RelayClient, make_http_client, make_http_transport, plain_parts
-from ._settings import Settings
 from ._status import StatusWriter
-from ._version import current_version
-from ._wire import Command, CommandStatus, Outcome, WireError, structure_command
 
 log = logging.getLogger("relay_orchestrator")
 
@@ -68,7 +68,7 @@ def orchestrator_id(settings: Settings, journal: Journal) -> str:
 
 
 def fleet_config(settings: Settings) -> actors.FleetConfig:
-    from ._errors import ConfigError
+    from .._errors import ConfigError
 
     providers = {}
     for name, table in settings.providers.items():
@@ -87,7 +87,7 @@ def fleet_config(settings: Settings) -> actors.FleetConfig:
 def tmux_socket(settings: Settings) -> str:
     """``relay-orchestrator`` for the host's orchestrator; one of its own for any other
     state dir (a ``dev`` run, a test), so that two never share agents' sessions."""
-    from ._settings import default_state_dir
+    from .._settings import default_state_dir
 
     if settings.state_dir.resolve() == default_state_dir().resolve():
         return "relay-orchestrator"
@@ -163,7 +163,7 @@ async def run_orchestrator(
     task_status: trio.TaskStatus[Orchestrator] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     if not settings.relay_url:
-        from ._errors import ConfigError
+        from .._errors import ConfigError
 
         raise ConfigError("--relay-url is required (or RELAY_ORCHESTRATOR_RELAY_URL)")
     version = current_version()
@@ -232,7 +232,7 @@ async def run_orchestrator(
             for ctype, make in (extra_handlers or {}).items():
                 handlers[ctype] = make(orch)
             if "orchestrator.upgrade" not in handlers:
-                from ._upgrade import upgrade_handler
+                from ..upgrade._request import upgrade_handler
 
                 handlers["orchestrator.upgrade"] = upgrade_handler(orch)
             await _serve(orch, task_status)
@@ -334,7 +334,7 @@ async def _recover(orch: Orchestrator, unfinished: list[Any]) -> None:
                 orch.journal.set_state(entry.id, CommandState.DROPPED)
                 continue
         if entry.type == "orchestrator.upgrade":
-            from ._upgrade import settle_after_restart
+            from ..upgrade._request import settle_after_restart
 
             upgrade_outcome = settle_after_restart(orch, command)
             if upgrade_outcome is None:  # it took effect: the relay settles it
@@ -351,7 +351,7 @@ async def _recover(orch: Orchestrator, unfinished: list[Any]) -> None:
 
 
 async def _read_command(orch: Orchestrator, command_id: str) -> Command | None:
-    from ._backoff import Backoff
+    from ..relay._backoff import Backoff
 
     backoff = Backoff()
     while True:

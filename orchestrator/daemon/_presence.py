@@ -18,10 +18,10 @@ import attrs
 import psutil
 import trio
 
-from ._backoff import Backoff
-from ._errors import RelayAuthError, RelayError, RelayNotFound
-from ._relay_client import RelayClient
-from ._wire import Capabilities, Heartbeat, Load, Registration
+from .._errors import RelayAuthError, RelayError, RelayNotFound
+from ..relay._backoff import Backoff
+from ..relay._client import RelayClient
+from ..relay._wire import Capabilities, Heartbeat, Load, Registration
 
 log = logging.getLogger("relay_orchestrator.presence")
 

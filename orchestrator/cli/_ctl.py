@@ -13,8 +13,8 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from ._errors import ConfigError
-from ._settings import add_setting_flags, load_settings
+from .._errors import ConfigError
+from .._settings import add_setting_flags, load_settings
 
 if TYPE_CHECKING:
     import httpx  # loaded by `ctl` only: `run` never needs it for an http:// relay
@@ -24,7 +24,7 @@ class CtlError(Exception):
     pass
 
 
-def register_ctl(sub: Any) -> None:
+def register(sub: Any) -> None:
     ctl = sub.add_parser("ctl", help="drive a relay: spawn, stop, restart, compact, upgrade, list")
     ctl_sub = ctl.add_subparsers(dest="ctl_command", metavar="ACTION", required=True,
                                  parser_class=type(ctl))

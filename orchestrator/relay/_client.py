@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 
 import trio
 
-from ._errors import (
+from .._errors import (
     ConfigError,
     RelayAuthError,
     RelayConflict,
@@ -39,7 +39,7 @@ from ._errors import (
     RelayNotFound,
     RelayUnavailable,
 )
-from ._http_transport import PlainHTTPTransport
+from ..http._transport import PlainHTTPTransport
 from ._wire import Heartbeat, Registration, RegistrationAnswer, converter, unstructure
 
 if TYPE_CHECKING:

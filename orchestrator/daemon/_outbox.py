@@ -24,10 +24,10 @@ from typing import Any
 
 import trio
 
-from ._backoff import Backoff
-from ._errors import RelayAuthError, RelayConflict, RelayError, RelayNotFound
+from .._errors import RelayAuthError, RelayConflict, RelayError, RelayNotFound
+from ..relay._backoff import Backoff
+from ..relay._client import RelayClient
 from ._journal import Journal, OutboxItem, OutboxKind
-from ._relay_client import RelayClient
 
 log = logging.getLogger("relay_orchestrator.outbox")
 

@@ -30,11 +30,11 @@ from typing import Any
 import attrs
 import trio
 
-from ._backoff import Backoff
-from ._errors import RelayAuthError, RelayConflict, RelayError, RelayNotFound, RelayUnavailable
+from .._errors import RelayAuthError, RelayConflict, RelayError, RelayNotFound, RelayUnavailable
+from ..relay._backoff import Backoff
+from ..relay._client import RelayClient
+from ..relay._wire import Command, CommandStatus, Outcome
 from ._journal import CommandState, Journal
-from ._relay_client import RelayClient
-from ._wire import Command, CommandStatus, Outcome
 
 log = logging.getLogger("relay_orchestrator.dispatcher")
 

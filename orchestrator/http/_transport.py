@@ -28,7 +28,7 @@ What it does, and no more:
   connection (its state is unknown); nothing is retried here.
 
 httpx itself is loaded only when something needs it: an httpx request handed
-to ``handle_async_request`` (``_http_transport_httpx``), or an error to
+to ``handle_async_request`` (``_httpx``), or an error to
 raise. The relay client's own requests (``exchange``) and its event stream
 (``open_stream``) go without it, so the daemon of an ``http://`` relay never
 loads httpx (2-3 MB of its memory, docs/performance.md).
@@ -85,7 +85,7 @@ class PlainHTTPTransport:
         await self.aclose()
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        from ._http_transport_httpx import handle_async_request
+        from ._httpx import handle_async_request
 
         return await handle_async_request(self, request)
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from ._http_transport import _NO_BODY_STATUS, PlainHTTPTransport, _Connection, _framing
+from ._transport import _NO_BODY_STATUS, PlainHTTPTransport, _Connection, _framing
 
 
 async def handle_async_request(

@@ -1,4 +1,5 @@
-"""``install``, ``uninstall``, ``logs`` and the restart after ``upgrade``.
+"""``install``, ``uninstall``, the restart after ``upgrade``, and the settings
+``install`` recorded, which ``status`` and ``logs`` read too.
 
 ``install`` records the settings it was given (as the unit's environment,
 and in ``<config dir>/installed.env`` so that ``status``, ``logs``,
@@ -18,19 +19,20 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import trio
 
 import supervisors
 
-from ._errors import ConfigError
-from ._settings import Settings, add_setting_flags, default_config_path, load_settings
-from ._version import DISTRIBUTION, current_version
+from .._errors import ConfigError
+from .._settings import Settings, add_setting_flags, default_config_path, load_settings
+from .._version import DISTRIBUTION, current_version
 
 INSTALLED_ENV = "installed.env"
 
 
-def register_service(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(sub: argparse._SubParsersAction[Any]) -> None:
     p = sub.add_parser("install", help="install as a systemd --user service or launchd agent")
     kind = p.add_mutually_exclusive_group()
     kind.add_argument("--systemd", dest="kind", action="store_const", const="systemd")
@@ -44,13 +46,6 @@ def register_service(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     p.add_argument("--dry-run", action="store_true")
     add_setting_flags(p)
     p.set_defaults(func=cmd_uninstall)
-
-    p = sub.add_parser("logs", help="an agent's output")
-    p.add_argument("agent", help="agentId, label or tmux session")
-    p.add_argument("-n", type=int, default=20, help="lines (default 20)")
-    p.add_argument("-f", "--follow", action="store_true", help="follow across rotations")
-    add_setting_flags(p)
-    p.set_defaults(func=cmd_logs)
 
 
 def config_dir() -> Path:
@@ -174,8 +169,8 @@ def cmd_install(args: argparse.Namespace) -> int:
 
 
 def _install_runtime(settings: Settings, version: str) -> None:
-    from . import _runtime
-    from ._upgrader import InstallFailed, install_runtime_version
+    from ..upgrade import _runtime
+    from ..upgrade._install import InstallFailed, install_runtime_version
 
     root = settings.runtime_root.resolve()  # type: ignore[union-attr]
     print(f"creating {root}/versions/{version} (this takes a little while) …", file=sys.stderr,
@@ -244,33 +239,3 @@ def restart_service(settings: Settings) -> int:
         return 0
     print("no installed service found: restart the orchestrator to run the new version")
     return 0
-
-
-def cmd_logs(args: argparse.Namespace) -> int:
-    import actors
-
-    from ._agent_logs import find_agent_log, follow_log, tail_log
-
-    settings = settings_with_recorded(args)
-    path = find_agent_log(settings.state_dir, args.agent)
-    if path is None:
-        print(f"relay-orchestrator: no agent matches {args.agent!r} in {settings.state_dir}",
-              file=sys.stderr)
-        return 1
-    if not args.follow:
-        for line in tail_log(path, args.n):
-            print(line)
-        return 0
-    # The last lines and where following starts, in one look: none lost or doubled.
-    follower, lines = actors.LogFollower.with_tail(path, args.n)
-    for line in lines:
-        print(line)
-    sys.stdout.flush()
-    try:
-        for line in follow_log(path, follower=follower):
-            print(line, flush=True)
-    except KeyboardInterrupt:
-        pass
-    return 0
-
-

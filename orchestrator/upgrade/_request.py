@@ -14,13 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from .._version import is_semver, version_core
+from ..daemon._dispatcher import Handler, Rejected
+from ..relay._wire import Command, Outcome
 from . import _runtime
-from ._dispatcher import Handler, Rejected
-from ._version import is_semver, version_core
-from ._wire import Command, Outcome
 
 if TYPE_CHECKING:
-    from ._app import Orchestrator
+    from ..daemon._app import Orchestrator
 
 log = logging.getLogger("relay_orchestrator.upgrade")
 
@@ -81,7 +81,7 @@ def upgrade_handler(orch: Orchestrator) -> Handler:
     async def handle(command: Command) -> Outcome | None:
         request = parse_upgrade_params(command.params)
         check_upgrade(request, running=orch.version, can_self_upgrade=orch.host.can_self_upgrade)
-        from ._upgrader import perform_upgrade
+        from ._install import perform_upgrade
 
         return await perform_upgrade(orch, command, request)
 
@@ -100,7 +100,7 @@ def settle_after_restart(orch: Orchestrator, command: Command) -> Outcome | None
         # Registered at the wanted version: proven. Before anything else (the
         # relay settles the upgrade on that registration already).
         _runtime.clear_pending(root)
-    from ._upgrader import write_outcome_marker
+    from ._install import write_outcome_marker
 
     if orch.version == wanted:
         log.info("upgrade %s -> %s took effect", pending.get("from"), wanted,

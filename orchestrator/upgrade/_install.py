@@ -29,15 +29,15 @@ import trio
 
 from supervisors import SupervisorError
 
+from .._version import DISTRIBUTION
+from ..daemon._dispatcher import Rejected
+from ..relay._wire import Command, Outcome
 from . import _runtime
-from ._dispatcher import Rejected
-from ._version import DISTRIBUTION
-from ._wire import Command, Outcome
 
 if TYPE_CHECKING:
-    from ._app import Orchestrator
-    from ._settings import Settings
-    from ._upgrade import UpgradeRequest
+    from .._settings import Settings
+    from ..daemon._app import Orchestrator
+    from ._request import UpgradeRequest
 
 log = logging.getLogger("relay_orchestrator.upgrade")
 
@@ -173,7 +173,7 @@ def write_outcome_marker(state_dir: Path, **fields: object) -> None:
 async def perform_upgrade(
     orch: Orchestrator, command: Command, request: UpgradeRequest
 ) -> Outcome | None:
-    from ._upgrade import PENDING_KEY
+    from ._request import PENDING_KEY
 
     settings = orch.settings
     target = request.target_version
@@ -218,7 +218,7 @@ async def perform_upgrade(
 
 def _give_up(orch: Orchestrator, command: Command, target: str, reason: str) -> NoReturn:
     """The upgrade fails at once; this process carries on as it was."""
-    from ._upgrade import PENDING_KEY
+    from ._request import PENDING_KEY
 
     orch.journal.set_meta(PENDING_KEY, None)
     write_outcome_marker(orch.settings.state_dir, commandId=command.id, status="failed",

@@ -32,7 +32,7 @@ KEEP_VERSIONS = 3
 MAX_STARTS = 3
 # What a new version must import before the stable entry runs it: the command
 # line and everything ``run`` imports (the app imports actors and supervisors).
-IMPORT_CHECK = "import orchestrator._cli, orchestrator._app, orchestrator._logging"
+IMPORT_CHECK = "import orchestrator.cli._main, orchestrator.daemon._app, orchestrator._logging"
 
 STABLE_ENTRY = f"""#!/bin/sh
 # relay-orchestrator stable entry: runs <root>/current, rolls back a new

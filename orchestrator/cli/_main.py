@@ -1,0 +1,58 @@
+"""Command line: ``relay-orchestrator <command>`` (INTERFACE.md), one module
+per command, each with its ``register``; a command's heavy imports (the
+daemon, the dev relay, httpx) happen when it runs.
+
+Exit codes (``_exit.py``): 0 success, 2 usage or configuration error (one
+line naming the option or file), 1 anything else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from .._errors import ConfigError
+from .._version import current_version
+from . import _ctl, _dev, _logs, _relay, _run, _service, _status, _upgrade
+from ._exit import EXIT_OK, EXIT_USAGE
+
+# In the order ``--help`` lists them.
+COMMANDS = (_run, _dev, _relay, _status, _upgrade, _ctl, _service, _logs)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="relay-orchestrator", description="Run AI coding agents for Agent Relay.")
+    parser.add_argument("--version", action="version", version=current_version())
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for command in COMMANDS:
+        command.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    trailing: list[str] | None = None
+    if "--" in argv and argv[:1] == ["ctl"]:  # ctl spawn … -- providerArgs…
+        cut = argv.index("--")
+        argv, trailing = argv[:cut], argv[cut + 1:]
+    args = parser.parse_args(argv)
+    if trailing is not None:
+        args.provider_args = [*getattr(args, "provider_args", []), *trailing]
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    handler: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return handler(args)
+    except ConfigError as exc:
+        print(f"relay-orchestrator: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return EXIT_OK

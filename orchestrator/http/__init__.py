@@ -1,0 +1,1 @@
+"""The client's HTTP/1.1 transport on trio sockets (and its httpx adapter)."""
