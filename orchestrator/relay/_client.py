@@ -1,8 +1,8 @@
 """The relay client: every request, auth, errors.
 
 An ``http://`` relay is spoken to through ``PlainHTTPTransport`` alone, event
-stream included, and httpx is never loaded (it and the stdlib modules it
-pulls in are 2-3 MB of the daemon's memory); an ``https://`` relay goes
+stream included, and httpx is never loaded (nor the stdlib modules it pulls
+in: docs/performance.md, "Memory"); an ``https://`` relay goes
 through one ``httpx.AsyncClient`` (TLS, certificate checks).
 
 Every answer that is not a success is translated into the ``RelayError``
@@ -48,7 +48,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("relay_orchestrator.relay")
 
 REQUEST_TIMEOUT = 10.0
-URL_CACHE = 1024  # parsed request URLs kept (httpx parses a URL in tens of µs)
+URL_CACHE = 1024  # parsed request URLs kept (httpx's parsing is costly: docs/performance.md)
 MAX_EVENT_LINE = 4 * 1024 * 1024  # a longer line of the event stream ends it with an error
 
 
