@@ -30,7 +30,7 @@ from typing import Any
 import attrs
 import trio
 
-from supervisors._launch import ProcessLauncher
+from supervisors import ProcessLauncher
 
 from ._actor import AgentActor, new_agent_id
 from ._agent import AgentStatus

@@ -19,7 +19,7 @@ from typing import Any
 
 import trio
 
-from supervisors._launch import Launched, LaunchSpec, ProcessLauncher
+from supervisors import Launched, LaunchSpec, ProcessLauncher
 
 from ._config import ProviderConfig
 from ._output import tail

@@ -19,7 +19,7 @@ from pathlib import Path
 import attrs
 import trio
 
-from supervisors._launch import ProcessLauncher
+from supervisors import ProcessLauncher
 
 from ._agent import AgentState
 from ._config import FleetConfig, ProviderConfig

@@ -36,7 +36,7 @@ from typing import Any
 
 import trio
 
-from supervisors._launch import LaunchSpec, ProcessLauncher
+from supervisors import LaunchSpec, ProcessLauncher
 
 from ._output import head_and_tail, last_lines, tail
 from ._params import CommandRejected

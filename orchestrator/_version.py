@@ -13,8 +13,9 @@ _NORMALIZED = "relay_orchestrator"
 def current_version() -> str:
     """What ``importlib.metadata.version`` says, found the way it finds it
     (the first ``*.dist-info``/``*.egg-info`` of ours along ``sys.path``) but
-    read directly: ``importlib.metadata`` and the ``email`` parser it loads are
-    about 1 MB of the daemon's memory. Anything unusual is left to it."""
+    read directly: the daemon does without ``importlib.metadata`` and the
+    ``email`` parser it loads (docs/performance.md, "Memory"). Anything
+    unusual is left to it."""
     version = _version_on_path()
     if version is not None:
         return version

@@ -38,13 +38,13 @@ from ._none import NoneSupervisor as NoneSupervisor
 from ._notify import Notifier as Notifier
 from ._notify import notify as notify
 from ._notify import watchdog_interval as watchdog_interval
-from ._systemd import SystemdBackend as SystemdBackend
 from ._systemd import SystemdCli as SystemdCli
 from ._systemd import SystemdLauncher as SystemdLauncher
 from ._systemd import SystemdSupervisor as SystemdSupervisor
-from ._systemd import UnitStatus as UnitStatus
 from ._systemd import open_backend as open_backend
 from ._systemd import unit_status as unit_status
+from ._systemd_backend import SystemdBackend as SystemdBackend
+from ._systemd_backend import UnitStatus as UnitStatus
 
 __all__ = [
     "LAUNCHD_LABEL",

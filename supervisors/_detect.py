@@ -24,7 +24,8 @@ from ._host import HostSupervisor
 from ._launchd import LaunchdSupervisor, label_from_env
 from ._none import NoneSupervisor
 from ._notify import Notifier, watchdog_interval
-from ._systemd import SystemdSupervisor, open_backend, own_unit, service_name
+from ._systemd import SystemdSupervisor, open_backend
+from ._systemd_backend import own_unit, service_name
 
 SUPERVISOR_CHOICES = ("auto", "systemd", "launchd", "none")
 SYSTEMD_BACKEND_ENV = "RELAY_ORCHESTRATOR_SYSTEMD_BACKEND"

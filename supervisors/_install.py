@@ -51,7 +51,7 @@ from ._launchd import (
     plist_path,
     render_plist,
 )
-from ._systemd import format_env_file
+from ._systemd_backend import format_env_file
 
 InstallKind = Literal["systemd", "launchd"]
 SYSTEMD_UNIT = "relay-orchestrator.service"

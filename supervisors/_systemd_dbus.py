@@ -21,7 +21,7 @@ import trio
 
 from ._errors import LaunchError, RestartError, SupervisorConfigError, SupervisorError
 from ._launch import Launched, LaunchSpec
-from ._systemd import (
+from ._systemd_backend import (
     START_TIMEOUT,
     SystemdBackend,
     UnitStatus,

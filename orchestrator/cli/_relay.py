@@ -34,7 +34,7 @@ def cmd_relay(args: argparse.Namespace) -> int:
             raise ConfigError(f"--token-file {args.token_file}: {exc.strerror}") from exc
     generated = token is None
     if token is None:
-        import secrets  # here only: it maps OpenSSL (hmac), 3 MB the daemon never needs
+        import secrets  # here only: it maps OpenSSL (hmac), memory the daemon never needs
 
         token = secrets.token_urlsafe(24)
     state_file = Path(args.state_file) if args.state_file else None

@@ -40,8 +40,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     setup_logging(settings.log_format, verbose=getattr(args, "verbose", False))
     # What is loaded by now (modules, classes: some 40k objects) lives as long
     # as the process: out of the cyclic collector's way, whose full passes
-    # otherwise rescan it all (25-30 ms each, landing in the middle of a
-    # spawn burst or a heartbeat).
+    # otherwise rescan it all, landing in the middle of a spawn burst or a
+    # heartbeat (docs/performance.md, "Garbage collector").
     gc.freeze()
     trio.run(_run_until_signal, settings)
     return EXIT_OK

@@ -34,6 +34,8 @@ from .._version import current_version
 from ..http._transport import PlainHTTPTransport
 from ..relay._client import RelayClient, make_http_client, make_http_transport, plain_parts
 from ..relay._wire import Command, CommandStatus, Outcome, WireError, structure_command
+from ..upgrade._context import UpgradeContext
+from ..upgrade._handler import settle_after_restart, upgrade_handler
 from ._dispatcher import Dispatcher, Handler, Rejected
 from ._feed import CommandFeed
 from ._journal import CommandState, Journal
@@ -136,6 +138,10 @@ class Orchestrator:
     def stop(self) -> None:
         self._stop.set()
 
+    def upgrade_context(self) -> UpgradeContext:
+        return UpgradeContext(journal=self.journal, settings=self.settings, version=self.version,
+                              host=self.host, beat=self.presence.beat_now, stop=self.stop)
+
     def status(self) -> dict[str, Any]:
         return {
             "id": self.id,
@@ -180,22 +186,11 @@ async def run_orchestrator(
         async with http or transport:  # closes its connections on the way out
             client = RelayClient(settings.relay_url, settings.read_token, http=http,
                                  transport=transport)
-            outbox_ref: list[Outbox] = []
-            status_ref: list[StatusWriter] = []
-
-            def report(agent: dict[str, Any]) -> None:
-                outbox_ref[0].report_agent(as_reported(agent))
-                status_ref[0].changed()
-
-            def on_status(line: str) -> None:
-                host.notify_status(line)
-                if status_ref:
-                    status_ref[0].changed()
-
+            changes = _Changes(host=host)
             fleet = actors.AgentFleet(
                 fleet_config(settings),
                 store=journal,
-                reporter=_Reporter(report),
+                reporter=changes,
                 launcher=host.launcher,
             )
             identity = Identity(
@@ -212,11 +207,11 @@ async def run_orchestrator(
                 client,
                 lambda: [as_reported(agent) for agent in fleet.agents()],
                 heartbeat_interval=settings.heartbeat_interval,
-                on_status=on_status,
+                on_status=changes.status_line,
                 before_report=lambda: _durable_then(journal, fleet.refresh_usage),
             )
             outbox = Outbox(journal, client, orch_id, on_forgotten=presence.request_register)
-            outbox_ref.append(outbox)
+            changes.outbox = outbox
             handlers: dict[str, Handler] = {}
             dispatcher = Dispatcher(journal, client, handlers, on_outcome=outbox.wake)
             feed = CommandFeed(client, lambda: presence.agent_id, dispatcher.submit)
@@ -225,16 +220,13 @@ async def run_orchestrator(
                 presence=presence, outbox=outbox, dispatcher=dispatcher, feed=feed,
                 version=version,
             )
-            status_ref.append(StatusWriter(settings.state_dir, orch.status))
-            orch.status_writer = status_ref[0]
+            changes.status = orch.status_writer = StatusWriter(settings.state_dir, orch.status)
             for ctype in AGENT_COMMANDS:
                 handlers[ctype] = _fleet_handler(fleet)
             for ctype, make in (extra_handlers or {}).items():
                 handlers[ctype] = make(orch)
             if "orchestrator.upgrade" not in handlers:
-                from ..upgrade._request import upgrade_handler
-
-                handlers["orchestrator.upgrade"] = upgrade_handler(orch)
+                handlers["orchestrator.upgrade"] = upgrade_handler(orch.upgrade_context())
             await _serve(orch, task_status)
     finally:
         journal.close()
@@ -301,9 +293,25 @@ async def _watchdog(orch: Orchestrator) -> None:
         await trio.sleep(interval / 2)
 
 
-class _Reporter:
-    def __init__(self, fn: Callable[[dict[str, Any]], None]) -> None:
-        self.agent_changed = fn
+@attrs.define(eq=False)
+class _Changes:
+    """Where the fleet's agent reports and the presence's status lines go. The
+    fleet and the presence exist before the outbox and the status writer
+    (which need them): those two are filled in once made, before anything runs."""
+
+    host: Any  # supervisors.HostSupervisor
+    outbox: Outbox | None = None
+    status: StatusWriter | None = None
+
+    def agent_changed(self, agent: dict[str, Any]) -> None:  # actors' reporter
+        assert self.outbox is not None and self.status is not None
+        self.outbox.report_agent(as_reported(agent))
+        self.status.changed()
+
+    def status_line(self, line: str) -> None:
+        self.host.notify_status(line)
+        if self.status is not None:
+            self.status.changed()
 
 
 def _fleet_handler(fleet: actors.AgentFleet) -> Handler:
@@ -334,9 +342,7 @@ async def _recover(orch: Orchestrator, unfinished: list[Any]) -> None:
                 orch.journal.set_state(entry.id, CommandState.DROPPED)
                 continue
         if entry.type == "orchestrator.upgrade":
-            from ..upgrade._request import settle_after_restart
-
-            upgrade_outcome = settle_after_restart(orch, command)
+            upgrade_outcome = settle_after_restart(orch.upgrade_context(), command)
             if upgrade_outcome is None:  # it took effect: the relay settles it
                 orch.journal.set_state(entry.id, CommandState.SETTLED)
                 continue

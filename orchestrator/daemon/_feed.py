@@ -1,6 +1,7 @@
 """The command feed: the relay's SSE stream (or polling) → ``Command`` objects.
 
-The stream is dropped after ``silence_timeout`` seconds without a byte (the
+The stream's bytes are decoded by ``relay/_sse.py``; this loop only feeds
+it. The stream is dropped after ``silence_timeout`` seconds without a byte (the
 relay sends a keepalive at least every 15 s) and reopened with jittered
 exponential backoff. A relay that has no stream (404/405/501) is polled.
 Deduplication is not done here: the dispatcher asks the journal.
@@ -14,14 +15,16 @@ from collections.abc import Callable
 
 import trio
 
-from .._errors import RelayAuthError, RelayError
+from .._errors import RelayAuthError, RelayError, RelayUnavailable
 from ..relay._backoff import Backoff
 from ..relay._client import RelayClient
+from ..relay._sse import SSEDecoder, SSEError
 from ..relay._wire import Command, WireError, structure_command
 
 log = logging.getLogger("relay_orchestrator.feed")
 
 SILENCE_TIMEOUT = 45.0
+MAX_EVENT_LINE = 4 * 1024 * 1024  # a longer line of the event stream ends it with an error
 POLL_INTERVAL = 1.0
 STREAM_RETRY_WHILE_POLLING = 60.0
 NO_STREAM = (404, 405, 501)
@@ -74,29 +77,23 @@ class CommandFeed:
             await self._backoff.sleep()
 
     async def _stream_once(self) -> None:
-        async with self._client.stream(self._target()) as lines:
+        async with self._client.stream(self._target()) as chunks:
             self.connected = True
             self.connects += 1
             log.info("command stream open (%s)", self._target())
-            event, data = "message", list[str]()
+            decoder = SSEDecoder(max_line=MAX_EVENT_LINE)
             scope = trio.CancelScope(deadline=trio.current_time() + self.silence_timeout)
             with scope:
-                async for line in lines:
+                async for chunk in chunks:
                     scope.deadline = trio.current_time() + self.silence_timeout
                     self._backoff.healthy()
-                    if line == "":
-                        if data and event == "command":
-                            self._on_data("\n".join(data))
-                        event, data = "message", []
-                    elif line.startswith(":"):
-                        continue
-                    else:
-                        field, _, value = line.partition(":")
-                        value = value[1:] if value.startswith(" ") else value
-                        if field == "event":
-                            event = value
-                        elif field == "data":
-                            data.append(value)
+                    try:
+                        events = decoder.feed(chunk)
+                    except SSEError as exc:
+                        raise RelayUnavailable(str(exc)) from exc
+                    for event in events:
+                        if event.event == "command":
+                            self._on_data(event.data)
             self.connected = False
             if scope.cancelled_caught:
                 log.warning("command stream silent for %gs; reconnecting", self.silence_timeout)

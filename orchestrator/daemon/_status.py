@@ -19,7 +19,7 @@ MIN_INTERVAL = 1.0
 def write_status(state_dir: Path, status: dict[str, Any]) -> None:
     path = state_dir / STATUS_FILE
     tmp = path.with_suffix(".tmp")
-    data = json.dumps(status).encode()  # dumps: C-encoded; dump() encodes in Python, 20x slower
+    data = json.dumps(status).encode()  # dumps: the C encoder; dump() encodes in Python
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as fh:
         fh.write(data)

@@ -27,10 +27,8 @@ websockets) on a bound socket, inside the caller's nursery:
 The request is parsed here (request line, headers, a body by
 ``content-length`` or chunked, ``Expect: 100-continue``) and read whole
 before the application runs (at most ``MAX_BODY`` bytes). Why not hypercorn,
-or h11: on the machines this project runs on, hypercorn spent about 0.75 ms
-of CPU per request and h11 alone 0.16 ms, while the bus needs the relay's
-side of a command (three requests) well under a third of a millisecond
-(docs/performance.md).
+or h11: each cost more CPU per request than the bus's budget for the relay's
+side of a command (docs/performance.md, "What was removed").
 """
 
 from __future__ import annotations

@@ -2,9 +2,9 @@
 
 The relay client stays on one ``httpx.AsyncClient``; for an ``http://``
 relay that client gets this transport instead of httpx's default (httpcore),
-which spends about 0.6 ms of CPU per request on connection-pool bookkeeping,
-cancel scopes and stream wrappers: more than the whole bus may take per
-command (docs/performance.md). An ``https://`` relay keeps httpx's own
+whose connection-pool bookkeeping, cancel scopes and stream wrappers cost
+more CPU per request than the whole bus may take per command
+(docs/performance.md, "What was removed"). An ``https://`` relay keeps httpx's own
 transport (TLS, certificate checks).
 
 What it does, and no more:
@@ -31,7 +31,7 @@ httpx itself is loaded only when something needs it: an httpx request handed
 to ``handle_async_request`` (``_httpx``), or an error to
 raise. The relay client's own requests (``exchange``) and its event stream
 (``open_stream``) go without it, so the daemon of an ``http://`` relay never
-loads httpx (2-3 MB of its memory, docs/performance.md).
+loads httpx (docs/performance.md, "Memory").
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """The relay client: every request, auth, errors.
 
 An ``http://`` relay is spoken to through ``PlainHTTPTransport`` alone, event
-stream included, and httpx is never loaded (it and the stdlib modules it
-pulls in are 2-3 MB of the daemon's memory); an ``https://`` relay goes
+stream included, and httpx is never loaded (nor the stdlib modules it pulls
+in: docs/performance.md, "Memory"); an ``https://`` relay goes
 through one ``httpx.AsyncClient`` (TLS, certificate checks).
 
 Every answer that is not a success is translated into the ``RelayError``
@@ -18,13 +18,12 @@ accepted request logs that it healed.
 
 from __future__ import annotations
 
-import codecs
 import json
 import logging
 import re
 import socket
 import sys
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -48,8 +47,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("relay_orchestrator.relay")
 
 REQUEST_TIMEOUT = 10.0
-URL_CACHE = 1024  # parsed request URLs kept (httpx parses a URL in tens of µs)
-MAX_EVENT_LINE = 4 * 1024 * 1024  # a longer line of the event stream ends it with an error
+URL_CACHE = 1024  # parsed request URLs kept (httpx's parsing is costly: docs/performance.md)
 
 
 def make_http_transport(
@@ -307,12 +305,13 @@ class RelayClient:
         return list(raw) if isinstance(raw, list) else []
 
     @asynccontextmanager
-    async def stream(self, target: str) -> AsyncIterator[AsyncIterator[str]]:
-        """Open the SSE stream; yields an iterator of its lines."""
+    async def stream(self, target: str) -> AsyncIterator[AsyncIterator[bytes]]:
+        """Open the SSE stream; yields an iterator of its bytes, as they come
+        (``relay/_sse.py`` decodes them)."""
         path = f"/api/commands/stream?target={_q(target)}"
         if self._plain is not None and _PLAIN_TARGET.fullmatch(self._plain[2] + path):
-            async with self._plain_stream(path) as lines:
-                yield lines
+            async with self._plain_stream(path) as chunks:
+                yield chunks
             return
         import httpx
 
@@ -331,11 +330,7 @@ class RelayClient:
             if response.status_code >= 400:
                 await response.aread()
                 self._check("GET", path, response.status_code, response.content)
-            lines = _lines(response.aiter_text())
-            try:
-                yield lines
-            finally:
-                await lines.aclose()
+            yield response.aiter_bytes()
         except httpx.HTTPError as exc:
             raise RelayUnavailable(f"GET {self.base_url}{path}: {exc!r}") from exc
         finally:
@@ -343,7 +338,7 @@ class RelayClient:
                 await response.aclose()
 
     @asynccontextmanager
-    async def _plain_stream(self, path: str) -> AsyncIterator[AsyncIterator[str]]:
+    async def _plain_stream(self, path: str) -> AsyncIterator[AsyncIterator[bytes]]:
         """The stream on our own transport: no httpx objects at all."""
         assert self._plain is not None and isinstance(self._transport, PlainHTTPTransport)
         key, host, prefix = self._plain
@@ -356,13 +351,7 @@ class RelayClient:
             ) as (status, body, parts):
                 if status >= 400:
                     self._check("GET", path, status, body + b"".join([p async for p in parts]))
-                decoded = _decoded(parts)
-                lines = _lines(decoded)
-                try:
-                    yield lines
-                finally:
-                    await lines.aclose()
-                    await decoded.aclose()
+                yield parts
         except trio.TooSlowError as exc:
             raise RelayUnavailable(f"GET {self.base_url}{path}: no answer") from exc
         except Exception as exc:
@@ -371,57 +360,12 @@ class RelayClient:
             raise RelayUnavailable(f"GET {self.base_url}{path}: {exc!r}") from exc
 
 
-async def _decoded(parts: AsyncIterator[bytes]) -> AsyncGenerator[str, None]:
-    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-    async for part in parts:
-        if text := decoder.decode(part):
-            yield text
-    if text := decoder.decode(b"", final=True):
-        yield text
-
-
 def _is_http_error(exc: BaseException) -> bool:
     """An httpx error (a transport that raised one has loaded httpx)."""
     httpx = sys.modules.get("httpx")
     return httpx is not None and isinstance(exc, httpx.HTTPError)
 
 
-async def _lines(
-    chunks: AsyncIterator[str], max_line: int = MAX_EVENT_LINE
-) -> AsyncGenerator[str, None]:
-    """The stream's lines, ended by CR, LF or CRLF only, as SSE defines them.
-
-    Not ``aiter_lines``: it also splits at U+2028, U+2029, U+0085…, which a
-    JSON string may hold unescaped, and the command would be lost. A line
-    longer than ``max_line`` ends the stream: ``RelayUnavailable``."""
-    held: list[str] = []  # the start of a line, in pieces
-    size = 0
-    async for chunk in chunks:
-        if "\n" not in chunk and "\r" not in chunk and not (held and held[-1].endswith("\r")):
-            held.append(chunk)  # no end of line: nothing to split
-            size += len(chunk)
-        else:
-            pending = "".join(held) + chunk
-            if "\r" not in pending:
-                *lines, pending = pending.split("\n")
-            else:
-                cr = pending.endswith("\r")  # maybe the first half of a CRLF
-                *lines, pending = _EOL.split(pending[:-1] if cr else pending)
-                pending += "\r" if cr else ""
-            for line in lines:
-                if len(line) > max_line:
-                    size = len(line)
-                    break
-                yield line
-            else:
-                held, size = [pending], len(pending)
-        if size > max_line:
-            raise RelayUnavailable(f"event stream: a line longer than {max_line} characters")
-    if held and (pending := "".join(held)):
-        yield pending.removesuffix("\r")
-
-
-_EOL = re.compile("\r\n|\r|\n")
 # A request target sent as is: the characters RFC 3986 allows in a path and
 # query, with nothing that needs encoding (ids come from the relay).
 _PLAIN_TARGET = re.compile(r"/[A-Za-z0-9\-._~!$&'()*+,;=:@/?%]*")

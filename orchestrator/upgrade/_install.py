@@ -33,11 +33,11 @@ from .._version import DISTRIBUTION
 from ..daemon._dispatcher import Rejected
 from ..relay._wire import Command, Outcome
 from . import _runtime
+from ._context import UpgradeContext
+from ._request import PENDING_KEY, UpgradeRequest
 
 if TYPE_CHECKING:
     from .._settings import Settings
-    from ..daemon._app import Orchestrator
-    from ._request import UpgradeRequest
 
 log = logging.getLogger("relay_orchestrator.upgrade")
 
@@ -171,21 +171,19 @@ def write_outcome_marker(state_dir: Path, **fields: object) -> None:
 
 
 async def perform_upgrade(
-    orch: Orchestrator, command: Command, request: UpgradeRequest
+    ctx: UpgradeContext, command: Command, request: UpgradeRequest
 ) -> Outcome | None:
-    from ._request import PENDING_KEY
-
-    settings = orch.settings
+    settings = ctx.settings
     target = request.target_version
-    pending = {"commandId": command.id, "from": orch.version, "to": target, "attempts": 1,
+    pending = {"commandId": command.id, "from": ctx.version, "to": target, "attempts": 1,
                "runtimeRoot": str(settings.runtime_root) if settings.runtime_root else None}
-    orch.journal.set_meta(PENDING_KEY, pending)
+    ctx.journal.set_meta(PENDING_KEY, pending)
     root = settings.runtime_root
     switched_from: str | None = None  # the version `current` left, to go back to
     try:
         if root is not None:
             await install_runtime_version(settings, root, target)
-            previous = _runtime.current_target(root) or orch.version
+            previous = _runtime.current_target(root) or ctx.version
             if previous != target:
                 _runtime.mark_pending(root, previous)
                 _runtime.switch_current(root, target)
@@ -194,34 +192,32 @@ async def perform_upgrade(
         else:
             await _non_prefix_install(settings, target)
     except InstallFailed as exc:
-        _give_up(orch, command, target, str(exc))
+        _give_up(ctx, command, target, str(exc))
     write_outcome_marker(settings.state_dir, commandId=command.id, status="installed",
                          version=target)
-    log.info("version %s installed; restarting through %s", target, orch.host.name,
+    log.info("version %s installed; restarting through %s", target, ctx.host.name,
              extra={"commandId": command.id})
     # A last heartbeat: the relay hears from us until the moment we go, so the
     # time off the bus is the restart's, whatever the heartbeat interval.
     with trio.move_on_after(LAST_HEARTBEAT_TIMEOUT):
-        await orch.presence.beat_now()
+        await ctx.beat()
     try:
-        await orch.host.restart_self()
+        await ctx.host.restart_self()
     except SupervisorError as exc:
         if root is not None and switched_from is not None:
             # Nothing restarted: `current` goes back, so that no later restart
             # starts the new version with nobody waiting for it.
             _runtime.switch_current(root, switched_from)
             _runtime.clear_pending(root)
-        _give_up(orch, command, target, f"could not restart to run {target}: {exc}")
-    orch.stop()
+        _give_up(ctx, command, target, f"could not restart to run {target}: {exc}")
+    ctx.stop()
     return None
 
 
-def _give_up(orch: Orchestrator, command: Command, target: str, reason: str) -> NoReturn:
+def _give_up(ctx: UpgradeContext, command: Command, target: str, reason: str) -> NoReturn:
     """The upgrade fails at once; this process carries on as it was."""
-    from ._request import PENDING_KEY
-
-    orch.journal.set_meta(PENDING_KEY, None)
-    write_outcome_marker(orch.settings.state_dir, commandId=command.id, status="failed",
+    ctx.journal.set_meta(PENDING_KEY, None)
+    write_outcome_marker(ctx.settings.state_dir, commandId=command.id, status="failed",
                          reason=reason)
     log.error("upgrade to %s failed: %s", target, reason, extra={"commandId": command.id})
     raise Rejected(reason)

@@ -9,18 +9,11 @@ the command ``failed`` itself when it is not the version that was wanted.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from .._version import is_semver, version_core
-from ..daemon._dispatcher import Handler, Rejected
-from ..relay._wire import Command, Outcome
-from . import _runtime
-
-if TYPE_CHECKING:
-    from ..daemon._app import Orchestrator
+from ..daemon._dispatcher import Rejected
 
 log = logging.getLogger("relay_orchestrator.upgrade")
 
@@ -75,45 +68,3 @@ def check_upgrade(request: UpgradeRequest, *, running: str, can_self_upgrade: bo
         raise Rejected(f"unknown runtime packages: {', '.join(unknown)}")
     if not can_self_upgrade:
         raise Rejected("self-upgrade needs systemd or launchd supervision and a known unit")
-
-
-def upgrade_handler(orch: Orchestrator) -> Handler:
-    async def handle(command: Command) -> Outcome | None:
-        request = parse_upgrade_params(command.params)
-        check_upgrade(request, running=orch.version, can_self_upgrade=orch.host.can_self_upgrade)
-        from ._install import perform_upgrade
-
-        return await perform_upgrade(orch, command, request)
-
-    return handle
-
-
-def settle_after_restart(orch: Orchestrator, command: Command) -> Outcome | None:
-    """After a restart: None when the upgrade took effect (the relay settles it)."""
-    pending: dict[str, Any] | None = orch.journal.get_meta(PENDING_KEY)
-    if not pending or pending.get("commandId") != command.id:
-        return Outcome.failed("orchestrator restarted before completing orchestrator.upgrade")
-    orch.journal.set_meta(PENDING_KEY, None)
-    wanted = str(pending.get("to"))
-    root = Path(pending["runtimeRoot"]) if pending.get("runtimeRoot") else None
-    if orch.version == wanted and root is not None:
-        # Registered at the wanted version: proven. Before anything else (the
-        # relay settles the upgrade on that registration already).
-        _runtime.clear_pending(root)
-    from ._install import write_outcome_marker
-
-    if orch.version == wanted:
-        log.info("upgrade %s -> %s took effect", pending.get("from"), wanted,
-                 extra={"commandId": command.id})
-        write_outcome_marker(orch.settings.state_dir, commandId=command.id, status="succeeded",
-                             version=wanted, fromVersion=pending.get("from"))
-        return None
-    reason = (_runtime.take_rollback_reason(root) if root is not None else None) or \
-        pending.get("reason")
-    message = f"upgrade did not take effect: running {orch.version}, wanted {wanted}"
-    if reason:
-        message += f" ({reason})"
-    log.error("%s", message, extra={"commandId": command.id})
-    write_outcome_marker(orch.settings.state_dir, commandId=command.id, status="failed",
-                         version=orch.version, wanted=wanted, reason=message)
-    return Outcome.failed(message)

@@ -239,16 +239,18 @@ def _sse_head() -> bytes:
 async def test_an_event_stream_line_without_end_ends_the_stream_with_an_error(
     server: Server,
 ) -> None:
-    from orchestrator.relay._client import MAX_EVENT_LINE
+    from orchestrator.daemon._feed import MAX_EVENT_LINE
+    from orchestrator.relay._sse import SSEDecoder, SSEError, SSEEvent
 
     piece = b"a" * 65536
     count = MAX_EVENT_LINE // len(piece) + 2
-    server.script(send(_sse_head(), b"5\r\n: hi\n\r\n",
+    server.script(send(_sse_head(), b"a\r\ndata: hi\n\n\r\n",
                        *[b"%x\r\n%s\r\n" % (len(piece), piece)] * count))
     async with relay_client(server.base) as client:
-        seen: list[str] = []
-        with trio.fail_after(WAIT * 4), pytest.raises(RelayUnavailable, match="line longer"):
-            async with client.stream("orch:o1") as lines:
-                async for line in lines:
-                    seen.append(line)
-        assert seen == [": hi"]
+        seen: list[SSEEvent] = []
+        decoder = SSEDecoder(max_line=MAX_EVENT_LINE)
+        with trio.fail_after(WAIT * 4), pytest.raises(SSEError, match="line longer"):
+            async with client.stream("orch:o1") as chunks:
+                async for part in chunks:
+                    seen += decoder.feed(part)
+        assert seen == [SSEEvent(event="message", data="hi")]

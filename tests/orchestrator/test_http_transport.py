@@ -32,6 +32,7 @@ from orchestrator.relay._client import (
     make_http_transport,
     plain_parts,
 )
+from orchestrator.relay._sse import SSEDecoder, SSEEvent
 
 WAIT = 5  # seconds: the bound on every wait in this file
 
@@ -688,15 +689,16 @@ async def test_stream_left_early_closes_its_connection_and_frees_the_slot(
     async with http:
         client = RelayClient(server.base, lambda: "tok", http=http, transport=transport)
         with trio.fail_after(WAIT):
-            got: list[str] = []
-            async with client.stream("orch:o1") as lines:
+            got: list[SSEEvent] = []
+            decoder = SSEDecoder(max_line=1000)
+            async with client.stream("orch:o1") as chunks:
                 # left as _feed.py leaves it: cancelled while waiting for more
                 with trio.CancelScope() as scope:
-                    async for line in lines:
-                        got.append(line)
-                        if line == "":
+                    async for part in chunks:
+                        got += decoder.feed(part)
+                        if got:
                             scope.cancel()
-            assert got == ['data: {"id": "cmd_1"}', ""]
+            assert got == [SSEEvent(event="message", data='{"id": "cmd_1"}')]
             assert await client.get_command("b") == {"n": 2}
     sse = server.requests[0]
     assert sse.line == b"GET /api/commands/stream?target=orch%3Ao1 HTTP/1.1"
@@ -774,7 +776,7 @@ async def test_an_id_holding_slash_question_or_hash_stays_one_path_segment(
 # -- the event stream, on the lean transport alone -------------------------------------
 
 
-async def test_the_event_stream_is_read_line_by_line_as_it_arrives(server: Server) -> None:
+async def test_the_event_stream_is_decoded_as_it_arrives(server: Server) -> None:
     event = json.dumps({"id": "cmd_1", "note": "a\u2028b é"}, ensure_ascii=False).encode()
     server.script(send(
         b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
@@ -786,9 +788,10 @@ async def test_the_event_stream_is_read_line_by_line_as_it_arrives(server: Serve
     ))
     async with relay_client(server.base) as client:
         with trio.fail_after(WAIT):
-            async with client.stream("orch:o1") as lines:
-                seen = [line async for line in lines]
-    assert seen == [": keepalive", "event: command", "data: " + event.decode(), ""]
+            decoder = SSEDecoder(max_line=1000)
+            async with client.stream("orch:o1") as chunks:
+                seen = [e async for part in chunks for e in decoder.feed(part)]
+    assert seen == [SSEEvent(event="command", data=event.decode())]
     (request,) = server.requests
     assert request.line == b"GET /api/commands/stream?target=orch%3Ao1 HTTP/1.1"
     assert request.header("accept") == "text/event-stream"
@@ -812,12 +815,12 @@ async def test_an_event_stream_cut_short_is_relay_unavailable(server: Server) ->
     server.script(send(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
                        chunk(b"data: {\n"), b"40\r\npart", close=True))
     async with relay_client(server.base) as client:
-        seen: list[str] = []
+        seen: list[bytes] = []
         with trio.fail_after(WAIT), pytest.raises(RelayUnavailable, match="disconnected"):
-            async with client.stream("orch:o1") as lines:
-                async for line in lines:
-                    seen.append(line)
-    assert seen == ["data: {"]
+            async with client.stream("orch:o1") as chunks:
+                async for part in chunks:
+                    seen.append(part)
+    assert b"".join(seen).startswith(b"data: {\n")
 
 
 @pytest.mark.parametrize(("url", "parts"), [

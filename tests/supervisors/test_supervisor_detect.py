@@ -19,7 +19,7 @@ from supervisors import (
     child_env,
     detect,
 )
-from supervisors._systemd import unit_from_cgroup
+from supervisors._systemd_backend import unit_from_cgroup
 
 HYBRID = """\
 9:name=systemd:/

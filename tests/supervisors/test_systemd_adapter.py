@@ -21,7 +21,7 @@ from supervisors import (
     SystemdSupervisor,
     UnitStatus,
 )
-from supervisors._systemd import escape_exec_arg, format_env_file, service_name
+from supervisors._systemd_backend import escape_exec_arg, format_env_file, service_name
 from supervisors._systemd_dbus import (
     cpu_quota_property,
     memory_property,

@@ -40,7 +40,7 @@ from typing import Any, TypeVar
 import attrs
 import trio
 
-from supervisors._systemd import unit_from_cgroup
+from supervisors._systemd_backend import unit_from_cgroup
 
 from ..supervisors.systemd_sandbox_support import (
     ENV_FILE,
