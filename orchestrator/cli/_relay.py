@@ -45,24 +45,22 @@ def cmd_relay(args: argparse.Namespace) -> int:
     async def serve() -> None:
         from ..devrelay._relay import serve_dev_relay
 
-        async with trio.open_nursery() as nursery:
-            relay = await nursery.start(
-                lambda task_status: serve_dev_relay(
-                    host=args.host, port=args.port, token=token, state_file=state_file,
-                    task_status=task_status,
+        # The receiver exists before the first line is printed: a signal sent
+        # as soon as it is read is a clean stop, never a KeyboardInterrupt.
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async with trio.open_nursery() as nursery:
+                relay = await nursery.start(
+                    lambda task_status: serve_dev_relay(
+                        host=args.host, port=args.port, token=token, state_file=state_file,
+                        task_status=task_status,
+                    )
                 )
-            )
-            print(f"dev relay listening on {relay.url}", flush=True)
-            if generated:
-                print(f"token: {token}", flush=True)
-            await _wait_signal()
-            nursery.cancel_scope.cancel()
+                print(f"dev relay listening on {relay.url}", flush=True)
+                if generated:
+                    print(f"token: {token}", flush=True)
+                async for _ in signals:
+                    break
+                nursery.cancel_scope.cancel()
 
     trio.run(serve)
     return EXIT_OK
-
-
-async def _wait_signal() -> None:
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async for _ in signals:
-            return
