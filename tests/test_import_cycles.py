@@ -14,13 +14,6 @@ from pathlib import Path
 ROOT = Path(__file__).parents[1]
 PACKAGES = ("orchestrator", "actors", "supervisors")
 
-# Cycles still being removed (issue 20); the test fails on any other cycle,
-# and on a listed one that no longer exists, so the list only shrinks.
-KNOWN_CYCLES: set[frozenset[str]] = {
-    frozenset({"orchestrator.http._transport", "orchestrator.http._httpx"}),
-}
-
-
 def package_modules(root: Path = ROOT) -> dict[str, Path]:
     """Dotted module name → source file, for every module of the packages."""
     found = {}
@@ -126,6 +119,4 @@ def test_the_walk_sees_every_kind_of_import(tmp_path: Path) -> None:
 def test_no_import_cycle() -> None:
     modules = package_modules()
     assert "orchestrator.daemon._journal" in modules  # the walk sees the packages
-    found = cycles(import_graph(modules))
-    assert sorted(map(sorted, found - KNOWN_CYCLES)) == []  # new cycles
-    assert sorted(map(sorted, KNOWN_CYCLES - found)) == []  # gone: take them off the list
+    assert sorted(map(sorted, cycles(import_graph(modules)))) == []

@@ -45,8 +45,8 @@ def cmd_relay(args: argparse.Namespace) -> int:
     async def serve() -> None:
         from ..devrelay._relay import serve_dev_relay
 
-        # Listening for the signals before anything is printed: a Ctrl-C as
-        # soon as the URL shows ends the relay as cleanly as a later one.
+        # The receiver exists before the first line is printed: a signal sent
+        # as soon as it is read is a clean stop, never a KeyboardInterrupt.
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async with trio.open_nursery() as nursery:
                 relay = await nursery.start(

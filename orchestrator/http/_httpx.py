@@ -11,28 +11,28 @@ from typing import Any
 
 import httpx
 
-from ._transport import _NO_BODY_STATUS, PlainHTTPTransport, _Connection, _framing
+from ._connection import NO_BODY_STATUS, Connection, Pool, framing
 
 
 async def handle_async_request(
-    transport: PlainHTTPTransport, request: httpx.Request
+    pool: Pool, request: httpx.Request
 ) -> httpx.Response:
     url = request.url
     if url.scheme != "http":
         raise httpx.UnsupportedProtocol(
             f"PlainHTTPTransport speaks http:// only, not {url.scheme}://", request=request
         )
-    await transport._limit.acquire()
+    await pool.acquire()
     released = False
     try:
         data = _request_bytes(request, await request.aread())
         key = (url.host, url.port or 80)
-        conn = transport._idle_connection(key)
+        conn = pool.idle_connection(key)
         if conn is None:
-            conn = await _Connection.open(key, request)
+            conn = await Connection.open(key, request)
         try:
             await conn.send(data, request)
-            response = await _read_response(conn, request, transport)
+            response = await _read_response(conn, request, pool)
         except BaseException:
             conn.close()
             raise
@@ -40,7 +40,7 @@ async def handle_async_request(
         return response
     finally:
         if not released:
-            transport._limit.release()
+            pool.release()
 
 
 def _request_bytes(request: httpx.Request, body: bytes) -> bytes:
@@ -60,20 +60,20 @@ def _request_bytes(request: httpx.Request, body: bytes) -> bytes:
 
 
 async def _read_response(
-    conn: _Connection, request: httpx.Request, transport: PlainHTTPTransport
+    conn: Connection, request: httpx.Request, pool: Pool
 ) -> httpx.Response:
-    status, reason, version, headers = await conn._final_head(request)
-    length, chunked, keep_alive = _framing(headers, version, request)
+    status, reason, version, headers = await conn.final_head(request)
+    length, chunked, keep_alive = framing(headers, version, request)
     extensions: dict[str, Any] = {"http_version": version, "reason_phrase": reason}
-    if request.method == "HEAD" or status in _NO_BODY_STATUS:
+    if request.method == "HEAD" or status in NO_BODY_STATUS:
         length, chunked = 0, False  # ends at the head, whatever it announces
     if length is not None and not chunked:
-        body = await conn._read_sized(request, length)
-        transport._done_with(conn, keep_alive)
+        body = await conn.read_sized(request, length)
+        pool.done_with(conn, keep_alive)
         return httpx.Response(status, headers=headers, content=body, extensions=extensions)
     stream = _ResponseStream(
-        conn._chunked(request) if chunked else conn._until_closed(request),
-        conn, transport, keep_alive and chunked,
+        conn.read_chunked(request) if chunked else conn.read_until_closed(request),
+        conn, pool, keep_alive and chunked,
     )  # fmt: skip
     return httpx.Response(status, headers=headers, stream=stream, extensions=extensions)
 
@@ -84,13 +84,13 @@ class _ResponseStream(httpx.AsyncByteStream):
     def __init__(
         self,
         parts: AsyncGenerator[bytes, None],
-        conn: _Connection,
-        transport: PlainHTTPTransport,
+        conn: Connection,
+        pool: Pool,
         keep_alive: bool,
     ) -> None:
         self._parts = parts
         self._conn = conn
-        self._transport = transport
+        self._pool = pool
         self._keep_alive = keep_alive
         self._complete = False
         self._released = False
@@ -110,4 +110,4 @@ class _ResponseStream(httpx.AsyncByteStream):
             if not self._complete:
                 self._conn.close()
                 await self._parts.aclose()
-            self._transport._done_with(self._conn, self._keep_alive and self._complete)
+            self._pool.done_with(self._conn, self._keep_alive and self._complete)

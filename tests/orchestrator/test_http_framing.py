@@ -20,7 +20,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from orchestrator._errors import RelayUnavailable
-from orchestrator.http._transport import MAX_CHUNK_LINE, MAX_HEAD, PlainHTTPTransport
+from orchestrator.http._connection import MAX_CHUNK_LINE, MAX_HEAD
+from orchestrator.http._transport import PlainHTTPTransport
 
 from .test_http_transport import Server, get, relay_client, send, start_server
 
