@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +92,16 @@ def tmux_socket(work: Path) -> str:
     from orchestrator.daemon._app import tmux_socket as socket_of
 
     return socket_of(SimpleNamespace(state_dir=work / "state"))  # type: ignore[arg-type]
+
+
+def kill_live_agents(agents: Iterable[dict[str, Any]]) -> None:
+    """SIGKILL the process group of every agent a bench left live (by its reported pid)."""
+    for agent in agents:
+        if agent.get("status") in ("running", "starting", "stopping") and agent.get("pid"):
+            try:
+                os.killpg(int(agent["pid"]), signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
 
 
 def kill_tmux(work: Path) -> None:

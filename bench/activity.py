@@ -34,7 +34,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -48,6 +47,7 @@ from bench._common import (  # noqa: E402
     ROOT,
     cpu_and_rss,
     fmt_row,
+    kill_live_agents,
     kill_tmux,
     median,
     percentile,
@@ -177,12 +177,7 @@ async def trial(n: int, idle: float, samples: int, tracked: bool) -> dict[str, A
                 await relay.wait_for(lambda: all(a.get("status") in ("stopped", "exited")
                                                  for a in relay_agents(relay).values()))
         finally:
-            for agent in relay_agents(relay).values():
-                if agent.get("status") in ("running", "starting", "stopping") and agent.get("pid"):
-                    try:
-                        os.killpg(int(agent["pid"]), signal.SIGKILL)
-                    except (ProcessLookupError, PermissionError):
-                        pass
+            kill_live_agents(relay_agents(relay).values())
             proc.terminate()
             proc.wait(10)
             kill_tmux(work)  # the orchestrator leaves its tmux server up, by design

@@ -53,7 +53,13 @@ from typing import Any
 import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench._common import ROOT, cpu_and_rss, start_orchestrator, write_json  # noqa: E402
+from bench._common import (  # noqa: E402
+    ROOT,
+    cpu_and_rss,
+    kill_live_agents,
+    start_orchestrator,
+    write_json,
+)
 
 BENCH = ROOT / "bench"
 PEERS_VENV = BENCH / ".venv-peers"
@@ -256,12 +262,7 @@ async def orchestrator_trial(n: int, idle: float, session: str) -> dict[str, Any
                                                  for a in live))
             stop_all = time.perf_counter() - t0
         finally:
-            for agent in relay_agents(relay).values():
-                if agent.get("status") in ("running", "starting", "stopping") and agent.get("pid"):
-                    try:
-                        os.killpg(int(agent["pid"]), signal.SIGKILL)
-                    except (ProcessLookupError, PermissionError):
-                        pass
+            kill_live_agents(relay_agents(relay).values())
             proc.terminate()
             proc.wait(10)
             if session == "tmux":  # the orchestrator leaves its tmux server up, by design
