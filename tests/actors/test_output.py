@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -90,9 +91,12 @@ def test_a_rotation_while_the_log_is_written_loses_no_line(tmp_path: Path) -> No
     written = [0]
 
     def write() -> None:
+        # Until the rotations are done (a count of lines would let a fast
+        # writer end first on a busy machine), bounded in time.
+        deadline = time.monotonic() + 60
         fd = os.open(log, os.O_WRONLY | os.O_APPEND)
         try:
-            while not enough.is_set() and written[0] < 5_000_000:
+            while not enough.is_set() and time.monotonic() < deadline:
                 start = written[0]
                 os.write(fd, b"".join(b"line %07d\n" % n for n in range(start, start + 50)))
                 written[0] += 50
