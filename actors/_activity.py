@@ -60,7 +60,6 @@ class ActivityTracker:
         self._on_change = on_change
         self.screen = Screen(activity=Activity.STARTING)
         self.text = ""
-        self.reads = 0
         self._changed = trio.Event()
         self._answered: dict[str, int] = {}
         self._since = 0.0  # when the screen last changed
@@ -99,7 +98,6 @@ class ActivityTracker:
         text = await self._capture()
         if text is None:  # the pane is gone
             return self.screen
-        self.reads += 1
         self._recheck_at = None
         if text != self.text:
             self.text = text

@@ -110,8 +110,11 @@ def _choose(lines: Sequence[str], start: int, target: re.Pattern[str]) -> tuple[
 
 
 def _box(lines: Sequence[str], prompt: re.Pattern[str]) -> int | None:
-    """The line of the input box: a prompt line right under a rule."""
-    return _last(lines, lambda line: bool(prompt.match(line)), 1) if lines else None
+    """The line of the input box: the last prompt line right under a rule."""
+    for index in range(len(lines) - 1, 0, -1):
+        if prompt.match(lines[index]) and _RULE.match(lines[index - 1]):
+            return index
+    return None
 
 
 # -- claude ----------------------------------------------------------------------
@@ -132,11 +135,7 @@ _DIALOG_HINT = re.compile(
 
 def _claude(text: str) -> Screen | None:
     lines = text.rstrip("\n").split("\n")
-    box = None
-    for index in range(len(lines) - 1, 0, -1):
-        if _CLAUDE_PROMPT.match(lines[index]) and _RULE.match(lines[index - 1]):
-            box = index
-            break
+    box = _box(lines, _CLAUDE_PROMPT)
     if box is None:
         return _claude_dialog(lines)
     under = lines[box + 1 :]
@@ -256,11 +255,7 @@ _GEMINI_ASK = re.compile(
 
 def _gemini(text: str) -> Screen | None:
     lines = text.rstrip("\n").split("\n")
-    box = None
-    for index in range(len(lines) - 1, 0, -1):
-        if _GEMINI_PROMPT.match(lines[index]) and _RULE.match(lines[index - 1]):
-            box = index
-            break
+    box = _box(lines, _GEMINI_PROMPT)
     if box is None or any(line.lstrip().startswith("╭") for line in lines[box:]):
         return _gemini_dialog(lines)  # no input box, or a dialog under it
     input_line = _clean(_GEMINI_PROMPT.sub("", lines[box], count=1))
