@@ -36,7 +36,9 @@ async def converse(real: Real, stub: Any, agent_id: str, text: str) -> None:
     count = len(stub.chats())
     await trio.to_thread.run_sync(paste, real, agent_id, text)
     await trio.to_thread.run_sync(
-        stub.wait_for, lambda r: r.kind == "chat" and r.last_user_text == text, WAIT
+        # (a resumed gemini may show the last message in its input box: what is
+        # typed then follows it)
+        stub.wait_for, lambda r: r.kind == "chat" and r.last_user_text.endswith(text), WAIT
     )
     assert len(stub.chats()) == count + 1
     await real.activity(agent_id, "ready")
