@@ -30,6 +30,7 @@ STORM = 20.0  # seconds of faults; the catch-up after it is bounded by CATCH_UP
 CATCH_UP = 30.0  # reconnect backoff may have reached its 15 s cap in the storm
 
 
+@pytest.mark.slow  # a real-time storm of its own length
 async def test_chaos_soak_loses_nothing_and_acts_once(tmp_path: Path) -> None:
     config = SoakConfig(seconds=STORM, seed=SEED, workdir=tmp_path, agents=20,
                         catch_up=CATCH_UP, chaos_gap=(0.3, 1.5), say=print)

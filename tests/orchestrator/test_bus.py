@@ -247,6 +247,7 @@ async def test_500s_and_hangs_delay_but_lose_nothing(relay: Any, start_orchestra
     assert counter.calls == [cid]
 
 
+@pytest.mark.slow  # waits out the real ready timeout and the retry backoff
 async def test_wrong_token_logs_clearly_and_heals_when_fixed(
     relay: Any, tmp_path: Path, nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
 ) -> None:
