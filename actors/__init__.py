@@ -3,12 +3,19 @@
 Knows processes and agents, never HTTP or the relay: the orchestrator hands
 commands to ``AgentFleet.execute`` and takes state changes from a
 ``Reporter``.
+
+The field reader every input is checked with (``FieldError``, ``Fields``,
+``CONFIG_READER``) is exported too: the orchestrator reads its settings and
+the upgrade's params with it, so that every input fails in the same way.
 """
 
 from ._config import BUILTIN_PROVIDERS as BUILTIN_PROVIDERS
 from ._config import FleetConfig as FleetConfig
 from ._config import ProviderConfig as ProviderConfig
 from ._config import provider_config_from_table as provider_config_from_table
+from ._fields import CONFIG_READER as CONFIG_READER
+from ._fields import FieldError as FieldError
+from ._fields import Fields as Fields
 from ._fleet import AgentFleet as AgentFleet
 from ._output import LogFollower as LogFollower
 from ._output import agent_log_path as agent_log_path
@@ -20,9 +27,12 @@ from ._store import Reporter as Reporter
 
 __all__ = [
     "BUILTIN_PROVIDERS",
+    "CONFIG_READER",
     "AgentFleet",
     "AgentStore",
     "CommandRejected",
+    "FieldError",
+    "Fields",
     "FleetConfig",
     "LogFollower",
     "MemoryStore",

@@ -24,6 +24,8 @@ from typing import Any
 
 import attrs
 
+from ._fields import CONFIG_READER, FieldError
+
 log = logging.getLogger("actors")
 
 SESSION_KINDS = ("tmux", "plain")
@@ -111,103 +113,70 @@ BUILTIN_PROVIDERS: Mapping[str, ProviderConfig] = {
 }
 
 
-def _str(key: str, value: object) -> str:
-    if not isinstance(value, str):
-        raise ValueError(f"{key}: expected a string")
-    if "\0" in value:
-        raise ValueError(f"{key}: must not contain NUL")
-    return value
+_READ = CONFIG_READER
 
 
 def _argv(key: str, value: object) -> tuple[str, ...]:
     if isinstance(value, str):
         value = [value]
     if not isinstance(value, list | tuple):
-        raise ValueError(f"{key}: expected a list of strings")
-    return tuple(_str(key, item) for item in value)
-
-
-def _number(key: str, value: object, *, minimum: float, maximum: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"{key}: expected a number")
-    if not minimum <= value <= maximum:
-        raise ValueError(f"{key}: must be between {minimum:g} and {maximum:g}")
-    return float(value)
-
-
-def _integer(key: str, value: object, *, minimum: int, maximum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{key}: expected an integer")
-    if not minimum <= value <= maximum:
-        raise ValueError(f"{key}: must be between {minimum} and {maximum}")
-    return value
-
-
-def _choice(key: str, value: object, choices: tuple[str, ...]) -> str:
-    text = _str(key, value)
-    if text not in choices:
-        raise ValueError(f"{key}: must be one of {', '.join(choices)}")
-    return text
+        raise FieldError(key, _READ.expect_strings)
+    return tuple(_READ.text(key, item) for item in value)
 
 
 def _limit(key: str, value: object, pattern: re.Pattern[str]) -> str:
     text = str(value) if isinstance(value, int) and not isinstance(value, bool) else value
-    text = _str(key, text)
+    text = _READ.text(key, text)
     if not pattern.match(text):
-        raise ValueError(f"{key}: not in systemd syntax: {text!r}")
+        raise FieldError(key, f"not in systemd syntax: {text!r}")
     if text != "infinity" and float(text.rstrip("%KMGTPE")) <= 0:
-        raise ValueError(f"{key}: must be more than 0: {text!r}")
+        raise FieldError(key, f"must be more than 0: {text!r}")
     if text.endswith("%") and key != "cpu_quota" and float(text[:-1]) > 100:
-        raise ValueError(f"{key}: a percentage is at most 100%: {text!r}")
+        raise FieldError(key, f"a percentage is at most 100%: {text!r}")
     return text
 
 
 def provider_config_from_table(name: str, table: Mapping[str, Any]) -> ProviderConfig:
     """The provider ``name`` as the config table ``table`` overrides it.
 
-    Raises ``ValueError("<key>: <reason>")`` for an unknown key or a bad value.
+    Raises ``FieldError`` (a ``ValueError``), ``"<key>: <reason>"``, for an
+    unknown key or a bad value.
     """
     if not _NAME.match(name):
-        raise ValueError(f"{name}: a provider name is lowercase letters, digits, '_' and '-'")
+        raise FieldError(name, "a provider name is lowercase letters, digits, '_' and '-'")
     if not isinstance(table, Mapping):
-        raise ValueError(f"{name}: expected a table")
+        raise FieldError(name, _READ.expect_object)
     base = BUILTIN_PROVIDERS.get(name) or ProviderConfig(name=name)
     changes: dict[str, Any] = {}
     for key, value in table.items():
-        if key == "enabled":
-            if not isinstance(value, bool):
-                raise ValueError(f"{key}: expected true or false")
-            changes[key] = value
+        if key in ("enabled", "accept_env_api_key"):
+            changes[key] = _READ.boolean(key, value)
         elif key == "kind":
-            changes[key] = _choice(key, value, ARGV_KINDS)
+            changes[key] = _READ.choice(key, value, ARGV_KINDS)
         elif key == "session":
-            changes[key] = _choice(key, value, (*SESSION_KINDS, "auto"))
+            changes[key] = _READ.choice(key, value, (*SESSION_KINDS, "auto"))
             if changes[key] == "auto":
                 changes[key] = None
         elif key in ("command", "executable"):
             argv = _argv(key, value)
             if not argv or not argv[0]:
-                raise ValueError(f"{key}: must name a program")
+                raise FieldError(key, "must name a program")
             changes["command"] = argv
         elif key in ("args", "session_id_args", "resume_args"):
             changes[key] = _argv(key, value)
         elif key == "compact_input":
-            changes[key] = _str(key, value)
+            changes[key] = _READ.text(key, value)
         elif key == "quit_input":
-            changes[key] = _str(key, value) or None
+            changes[key] = _READ.text(key, value) or None
         elif key == "compact_timeout":
-            changes[key] = _number(key, value, minimum=1, maximum=86400)
+            changes[key] = _READ.number(key, value, minimum=1, maximum=86400)
         elif key == "enter_after":
-            changes[key] = _number(key, value, minimum=0, maximum=5)
+            changes[key] = _READ.number(key, value, minimum=0, maximum=5)
         elif key == "trust_workspace":
-            changes[key] = _choice(key, value, TRUST_POLICIES)
-        elif key == "accept_env_api_key":
-            if not isinstance(value, bool):
-                raise ValueError(f"{key}: expected true or false")
-            changes[key] = value
+            changes[key] = _READ.choice(key, value, TRUST_POLICIES)
         elif key == "compact_settle_seconds":
             # Gone: a compaction now ends when the agent is ready again.
-            _number(key, value, minimum=0, maximum=3600)
+            _READ.number(key, value, minimum=0, maximum=3600)
             log.warning("providers.%s.compact_settle_seconds is no longer used", name)
         elif key == "memory_max":
             changes[key] = _limit(key, value, _MEMORY)
@@ -216,18 +185,18 @@ def provider_config_from_table(name: str, table: Mapping[str, Any]) -> ProviderC
         elif key == "tasks_max":
             changes[key] = _limit(key, value, _TASKS)
         elif key == "log_max_bytes":
-            changes[key] = _integer(key, value, minimum=4096, maximum=2**40)
+            changes[key] = _READ.integer(key, value, minimum=4096, maximum=2**40)
         elif key == "log_backups":
-            changes[key] = _integer(key, value, minimum=0, maximum=100)
+            changes[key] = _READ.integer(key, value, minimum=0, maximum=100)
         elif key == "resume_dead_agents":
-            changes[key] = _choice(key, value, RESUME_POLICIES)
+            changes[key] = _READ.choice(key, value, RESUME_POLICIES)
         else:
-            raise ValueError(f"{key}: unknown key")
+            raise FieldError(key, "unknown key")
     config = attrs.evolve(base, **changes)
     if config.kind != "command" and not config.command:
-        raise ValueError(f"command: provider kind {config.kind} needs a program")
+        raise FieldError("command", f"provider kind {config.kind} needs a program")
     if name not in BUILTIN_PROVIDERS and not config.command and config.kind == "command":
-        raise ValueError("command: a provider added by config needs a program")
+        raise FieldError("command", "a provider added by config needs a program")
     return config
 
 

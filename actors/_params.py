@@ -4,16 +4,21 @@ Every field PROTOCOL.md section 3.5 names is type-checked, the informational
 ones included; unknown fields are ignored (forward compatibility); ``null``
 counts as absent. A bad field fails the command with one sentence naming it:
 ``invalid params.timeoutMs: expected integer``. ``CommandRejected`` carries
-that sentence; it never holds an ``env`` value.
+that sentence; it never holds an ``env`` value. The fields are read with the
+shared reader (``_fields.py``); each ``parse_*`` turns its ``FieldError``
+into the command's sentence.
 """
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, ParamSpec, TypeVar
 
 import attrs
+
+from ._fields import MAX_ITEMS, FieldError, Fields
 
 PERMISSION_MODES = (
     "guarded",
@@ -30,9 +35,7 @@ PERMISSION_MODES = (
 REQUESTED_WORKSPACE_MODES = ("shared", "isolated", "inherit")
 SELECTOR_KEYS = ("agentId", "spawnRequestId", "policyName", "tmuxSession")
 
-MAX_TEXT = 4096  # ids, names, labels, models
 MAX_PROMPT = 100_000  # one argv element may hold 128 KiB on Linux
-MAX_ITEMS = 256
 MAX_ENV_VALUE = 32_768
 MAX_ENV_TOTAL = 1_000_000
 MAX_TIMEOUT_MS = 86_400_000
@@ -45,127 +48,61 @@ class CommandRejected(Exception):
     """The command fails; ``str(exc)`` is the one sentence settled as its ``error``."""
 
 
-def _invalid(field: str, reason: str) -> CommandRejected:
-    return CommandRejected(f"invalid {field}: {reason}")
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 
-class _Fields:
-    """Typed reads of one JSON object, each naming its field when it fails."""
+def _rejecting(parse: Callable[_P, _R]) -> Callable[_P, _R]:
+    """A bad field fails the command: ``FieldError`` becomes ``CommandRejected``."""
 
-    def __init__(self, value: object, prefix: str) -> None:
-        if not isinstance(value, dict):
-            raise _invalid(prefix, "expected object")
-        self.raw: dict[str, Any] = value
-        self.prefix = prefix
+    @functools.wraps(parse)
+    def read(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return parse(*args, **kwargs)
+        except FieldError as exc:
+            raise CommandRejected(f"invalid {exc}") from None
 
-    def name(self, key: str) -> str:
-        return f"{self.prefix}.{key}"
-
-    def text(self, key: str, *, limit: int = MAX_TEXT, required: bool = False) -> str | None:
-        value = self.raw.get(key)
-        if value is None:
-            if required:
-                raise _invalid(self.name(key), "expected string")
-            return None
-        return check_text(self.name(key), value, limit=limit)
-
-    def integer(self, key: str, *, minimum: int, maximum: int) -> int | None:
-        value = self.raw.get(key)
-        if value is None:
-            return None
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise _invalid(self.name(key), "expected integer")
-        if not minimum <= value <= maximum:
-            raise _invalid(self.name(key), f"must be between {minimum} and {maximum}")
-        return value
-
-    def boolean(self, key: str) -> bool | None:
-        value = self.raw.get(key)
-        if value is None:
-            return None
-        if not isinstance(value, bool):
-            raise _invalid(self.name(key), "expected boolean")
-        return value
-
-    def choice(self, key: str, choices: tuple[str, ...]) -> str | None:
-        value = self.text(key)
-        if value is not None and value not in choices:
-            raise _invalid(self.name(key), f"expected one of {', '.join(choices)}")
-        return value
-
-    def texts(self, key: str, *, limit: int = MAX_TEXT) -> tuple[str, ...]:
-        value = self.raw.get(key)
-        if value is None:
-            return ()
-        if not isinstance(value, list):
-            raise _invalid(self.name(key), "expected array of strings")
-        if len(value) > MAX_ITEMS:
-            raise _invalid(self.name(key), f"more than {MAX_ITEMS} items")
-        return tuple(
-            check_text(f"{self.name(key)}[{i}]", item, limit=limit) for i, item in enumerate(value)
-        )
-
-    def obj(self, key: str) -> dict[str, Any] | None:
-        value = self.raw.get(key)
-        if value is None:
-            return None
-        if not isinstance(value, dict):
-            raise _invalid(self.name(key), "expected object")
-        return value
+    return read
 
 
-def check_text(field: str, value: object, *, limit: int = MAX_TEXT) -> str:
-    if not isinstance(value, str):
-        raise _invalid(field, "expected string")
-    if len(value) > limit:
-        raise _invalid(field, f"longer than {limit} characters")
-    if "\0" in value:
-        raise _invalid(field, "must not contain NUL")
-    try:
-        value.encode()
-    except UnicodeEncodeError:
-        raise _invalid(field, "is not valid text") from None
-    return value
-
-
-def _env(fields: _Fields) -> dict[str, str]:
+def _env(fields: Fields) -> dict[str, str]:
     value = fields.raw.get("env")
     field = fields.name("env")
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise _invalid(field, "expected object of strings")
+        raise FieldError(field, "expected object of strings")
     if len(value) > MAX_ITEMS:
-        raise _invalid(field, f"more than {MAX_ITEMS} variables")
+        raise FieldError(field, f"more than {MAX_ITEMS} variables")
     env: dict[str, str] = {}
     total = 0
     for key, item in value.items():
         # Names are shown (ascii-escaped), values never.
         if not key or "=" in key or "\0" in key or len(key) > 256:
-            raise _invalid(field, f"invalid variable name {ascii(key)[:80]}")
+            raise FieldError(field, f"invalid variable name {ascii(key)[:80]}")
         try:
             key.encode()
         except UnicodeEncodeError:
-            raise _invalid(field, f"invalid variable name {ascii(key)[:80]}") from None
+            raise FieldError(field, f"invalid variable name {ascii(key)[:80]}") from None
         name = f"{field}.{key}"
         if not isinstance(item, str):
-            raise _invalid(name, "expected string")
+            raise FieldError(name, "expected string")
         if "\0" in item:
-            raise _invalid(name, "value must not contain NUL")
+            raise FieldError(name, "value must not contain NUL")
         if len(item) > MAX_ENV_VALUE:
-            raise _invalid(name, f"value longer than {MAX_ENV_VALUE} characters")
+            raise FieldError(name, f"value longer than {MAX_ENV_VALUE} characters")
         try:
             item.encode()
         except UnicodeEncodeError:
-            raise _invalid(name, "value is not valid text") from None
+            raise FieldError(name, "value is not valid text") from None
         total += len(key) + len(item)
         env[key] = item
     if total > MAX_ENV_TOTAL:
-        raise _invalid(field, f"larger than {MAX_ENV_TOTAL} characters in all")
+        raise FieldError(field, f"larger than {MAX_ENV_TOTAL} characters in all")
     return env
 
 
-def _informational(fields: _Fields) -> None:
+def _informational(fields: Fields) -> None:
     """Fields the orchestrator does not act on, checked all the same."""
     fields.text("action")
     fields.text("reason")
@@ -174,10 +111,10 @@ def _informational(fields: _Fields) -> None:
     fields.integer("requestedAt", minimum=0, maximum=MAX_EPOCH_MS)
 
 
-def _agent_id(fields: _Fields, key: str = "agentId") -> str | None:
+def _agent_id(fields: Fields, key: str = "agentId") -> str | None:
     value = fields.text(key)
     if value is not None and not _AGENT_ID.match(value):
-        raise _invalid(
+        raise FieldError(
             fields.name(key), "expected 1 to 128 letters, digits, '_' or '-' (not first)"
         )
     return value
@@ -245,8 +182,9 @@ class SpawnParams:
         return {key: value for key, value in wire.items() if value is not None}
 
 
+@_rejecting
 def parse_spawn(value: object, prefix: str = "params") -> SpawnParams:
-    f = _Fields(value, prefix)
+    f = Fields(value, prefix)
     _informational(f)
     permission_mode = f.choice("permissionMode", PERMISSION_MODES)
     approval_mode = f.choice("approvalMode", PERMISSION_MODES)
@@ -284,7 +222,7 @@ class Selector:
     value: str | None = None
 
 
-def _selector(f: _Fields) -> Selector:
+def _selector(f: Fields) -> Selector:
     values = {key: f.text(key) for key in SELECTOR_KEYS}
     _agent_id(f)
     for key in SELECTOR_KEYS:
@@ -323,21 +261,23 @@ class HostParams:
     timeout_ms: int | None = None
 
 
-def _stopping(f: _Fields) -> tuple[bool, int | None]:
+def _stopping(f: Fields) -> tuple[bool, int | None]:
     graceful = f.boolean("graceful")
     timeout = f.integer("timeoutMs", minimum=0, maximum=MAX_TIMEOUT_MS)
     return (True if graceful is None else graceful), timeout
 
 
+@_rejecting
 def parse_stop(value: object) -> StopParams:
-    f = _Fields(value, "params")
+    f = Fields(value, "params")
     _informational(f)
     graceful, timeout = _stopping(f)
     return StopParams(selector=_selector(f), graceful=graceful, timeout_ms=timeout)
 
 
+@_rejecting
 def parse_restart(value: object) -> RestartParams:
-    f = _Fields(value, "params")
+    f = Fields(value, "params")
     _informational(f)
     graceful, timeout = _stopping(f)
     raw = f.raw.get("restartSpawn")
@@ -347,18 +287,20 @@ def parse_restart(value: object) -> RestartParams:
     )
 
 
+@_rejecting
 def parse_compact(value: object) -> CompactParams:
-    f = _Fields(value, "params")
+    f = Fields(value, "params")
     _informational(f)
     memory = f.obj("memory")
     reload: tuple[str, ...] = ()
     if memory is not None:
-        reload = _Fields(memory, "params.memory").texts("alwaysReload")
+        reload = Fields(memory, "params.memory").texts("alwaysReload")
     return CompactParams(selector=_selector(f), always_reload=reload)
 
 
+@_rejecting
 def parse_host(value: object) -> HostParams:
-    f = _Fields(value, "params")
+    f = Fields(value, "params")
     _informational(f)
     graceful, timeout = _stopping(f)
     return HostParams(selector=_selector(f), graceful=graceful, timeout_ms=timeout)
