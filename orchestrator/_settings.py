@@ -5,6 +5,10 @@ key in the config file (the flag's name without dashes, ``-`` as ``_``).
 Tables such as ``[providers.command]`` configure providers. The relay token
 never comes from the config file or a flag's value: only ``--token-file``
 (a file only its owner can read) or ``RELAY_ORCHESTRATOR_TOKEN``.
+
+Values are read with the shared field reader (``actors``' ``FieldError`` and
+``CONFIG_READER``, the words of provider tables); a bad one stops ``run``
+with ``<flag, variable or file key>: invalid value <value>: <reason>``.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+
+from actors import CONFIG_READER, FieldError
 
 from ._errors import ConfigError
 
@@ -40,47 +46,50 @@ def default_state_dir() -> Path:
     return _xdg("XDG_STATE_HOME", ".local/state") / "relay-orchestrator"
 
 
-def _positive_float(raw: object) -> float:
-    if isinstance(raw, bool):
-        raise ValueError("expected a number of seconds")
-    value = float(raw)  # type: ignore[arg-type]
-    if not value > 0 or value != value or value == float("inf"):
-        raise ValueError("expected a positive number of seconds")
-    return value
+# Each reader takes the value's name (flag, variable or file key) and the raw
+# value: text from a flag or the environment, any TOML value from the file.
 
 
-def _path(raw: object) -> Path:
+def _seconds(field: str, raw: object) -> float:
+    if isinstance(raw, str):
+        try:
+            raw = float(raw)
+        except ValueError:
+            raise FieldError(field, "expected a number of seconds") from None
+    if isinstance(raw, bool) or not isinstance(raw, int | float):
+        raise FieldError(field, "expected a number of seconds")
+    if not raw > 0 or raw == float("inf"):
+        raise FieldError(field, "expected a positive number of seconds")
+    return float(raw)
+
+
+def _path(field: str, raw: object) -> Path:
     if not isinstance(raw, str | Path) or not str(raw):
-        raise ValueError("expected a path")
+        raise FieldError(field, "expected a path")
     return Path(os.path.expanduser(str(raw)))
 
 
-def _text(raw: object) -> str:
+def _text(field: str, raw: object) -> str:
     if not isinstance(raw, str) or not raw:
-        raise ValueError("expected a non-empty string")
+        raise FieldError(field, "expected a non-empty string")
     return raw
 
 
-def _url(raw: object) -> str:
-    text = _text(raw)
+def _url(field: str, raw: object) -> str:
+    text = _text(field, raw)
     if not text.startswith(("http://", "https://")):
-        raise ValueError("expected an http:// or https:// URL")
+        raise FieldError(field, "expected an http:// or https:// URL")
     return text.rstrip("/")
 
 
-def _choice(*choices: str) -> Callable[[object], str]:
-    def parse(raw: object) -> str:
-        if raw not in choices:
-            raise ValueError("expected one of " + ", ".join(choices))
-        return str(raw)
-
-    return parse
+def _choice(*choices: str) -> Callable[[str, object], str]:
+    return lambda field, raw: CONFIG_READER.choice(field, raw, choices)
 
 
-def _orch_id(raw: object) -> str:
-    text = _text(raw)
+def _orch_id(field: str, raw: object) -> str:
+    text = _text(field, raw)
     if len(text) > 200 or any(c.isspace() or c == "/" for c in text):
-        raise ValueError("expected an id without spaces or '/', at most 200 characters")
+        raise FieldError(field, "expected an id without spaces or '/', at most 200 characters")
     return text
 
 
@@ -88,18 +97,16 @@ _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
 
 
-def _bool(raw: object) -> bool:
-    if isinstance(raw, bool):
-        return raw
+def _bool(field: str, raw: object) -> bool:
     if isinstance(raw, str) and raw.lower() in _TRUE + _FALSE:
         return raw.lower() in _TRUE
-    raise ValueError("expected true or false")
+    return CONFIG_READER.boolean(field, raw)
 
 
 @attrs.frozen
 class _Spec:
     name: str  # attribute and file key
-    parse: Callable[[object], Any]
+    parse: Callable[[str, object], Any]  # (where the value came from, the value)
     help: str
     flag_type: str = "value"  # or "switch"
 
@@ -119,7 +126,7 @@ SPECS: tuple[_Spec, ...] = (
     _Spec("id", _orch_id, "orchestrator id (default: generated once, kept in the state dir)"),
     _Spec("base_dir", _path, "agents' working directories must lie within it (default: home)"),
     _Spec("state_dir", _path, "durable state (default: $XDG_STATE_HOME/relay-orchestrator)"),
-    _Spec("heartbeat_interval", _positive_float, "seconds between heartbeats (default 10)"),
+    _Spec("heartbeat_interval", _seconds, "seconds between heartbeats (default 10)"),
     _Spec("supervisor", _choice(*SUPERVISOR_CHOICES), "auto, systemd, launchd or none"),
     _Spec("self_unit", _text, "systemd unit or launchd label that supervises this process"),
     _Spec("runtime_root", _path, "runtime-prefix install root (versions/, current, bin/)"),
@@ -241,7 +248,7 @@ def load_settings(
     flags = dict(flags or {})
     environ = os.environ if environ is None else environ
     config_flag = flags.get("config") or environ.get(ENV_PREFIX + "CONFIG")
-    config_path = _path(config_flag) if config_flag else default_config_path()
+    config_path = _path("--config", config_flag) if config_flag else default_config_path()
     file_data = _load_file(config_path, explicit=bool(config_flag))
 
     values: dict[str, Any] = {}
@@ -255,9 +262,9 @@ def load_settings(
             if raw is None:
                 continue
             try:
-                values[spec.name] = spec.parse(raw)
-            except (ValueError, TypeError) as exc:
-                raise ConfigError(f"{where}: invalid value {raw!r}: {exc}") from exc
+                values[spec.name] = spec.parse(where, raw)
+            except FieldError as exc:
+                raise ConfigError(f"{where}: invalid value {raw!r}: {exc.reason}") from exc
             sources[spec.name] = source
             break
         else:

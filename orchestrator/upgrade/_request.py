@@ -12,6 +12,8 @@ import logging
 
 import attrs
 
+from actors import FieldError, Fields
+
 from .._version import is_semver, version_core
 from ..daemon._dispatcher import Rejected
 
@@ -19,6 +21,7 @@ log = logging.getLogger("relay_orchestrator.upgrade")
 
 RUNTIME_PACKAGES = ("orchestrator",)
 PENDING_KEY = "pending_upgrade"
+MAX_EPOCH_MS = 2**53  # requestedAt: what a JSON number holds exactly, as for every command
 
 
 @attrs.frozen(kw_only=True)
@@ -29,30 +32,29 @@ class UpgradeRequest:
 
 
 def parse_upgrade_params(params: object) -> UpgradeRequest:
-    if not isinstance(params, dict):
-        raise Rejected("invalid params: expected object")
-    target = params.get("targetVersion")
-    if not isinstance(target, str):
-        raise Rejected("invalid params.targetVersion: expected string")
-    force = params.get("force", False)
-    if force is None:
-        force = False
-    if not isinstance(force, bool):
-        raise Rejected("invalid params.force: expected boolean")
-    providers = params.get("providers", ["orchestrator"])
-    if providers is None:
-        providers = ["orchestrator"]
-    if not isinstance(providers, list) or not all(isinstance(p, str) for p in providers):
-        raise Rejected("invalid params.providers: expected array of strings")
-    for key in ("orchestratorId", "fromVersion", "action", "requestedBy", "reason"):
-        if key in params and params[key] is not None and not isinstance(params[key], str):
-            raise Rejected(f"invalid params.{key}: expected string")
-    requested_at = params.get("requestedAt")
-    if requested_at is not None and (
-        isinstance(requested_at, bool) or not isinstance(requested_at, int)
-    ):
-        raise Rejected("invalid params.requestedAt: expected integer")
-    return UpgradeRequest(target_version=target, providers=tuple(providers), force=force)
+    """The upgrade's params, read like every command's (``actors.Fields``)."""
+    try:
+        f = Fields(params, "params")
+        target = f.text("targetVersion", required=True)
+        force = f.boolean("force")
+        providers = _providers(f)
+        for key in ("orchestratorId", "fromVersion", "action", "requestedBy", "reason"):
+            f.text(key)
+        f.integer("requestedAt", minimum=0, maximum=MAX_EPOCH_MS)
+    except FieldError as exc:
+        raise Rejected(f"invalid {exc}") from None
+    assert target is not None
+    return UpgradeRequest(target_version=target, providers=providers, force=bool(force))
+
+
+def _providers(f: Fields) -> tuple[str, ...]:
+    """``providers``: an array naming runtime packages (any bad item: the array is named)."""
+    value = f.raw.get("providers")
+    if value is None:
+        return ("orchestrator",)
+    if not isinstance(value, list) or not all(isinstance(p, str) for p in value):
+        raise FieldError(f.name("providers"), f.reader.expect_strings)
+    return f.texts("providers")
 
 
 def check_upgrade(request: UpgradeRequest, *, running: str, can_self_upgrade: bool) -> None:
