@@ -83,7 +83,7 @@ MAILBOX_SIZE = 16
 LAUNCH_BOUND = 30.0  # a start is shielded from cancellation, this long at most
 SESSION_LOOK_MAX = 30.0  # a CLI's own session id is looked for at least this often
 EARLY_EXIT = 10.0  # an agent that ends this soon after its start: its first lines are kept too
-STOPPING_UNSAID = 0.05  # an agent that ends this soon after SIGTERM is never reported stopping
+STOPPING_REPORT_DELAY = 0.05  # a stop is reported "stopping" this long after it began, if not over
 
 
 @attrs.define(eq=False)
@@ -590,7 +590,7 @@ class AgentActor:
         watch = running.watch
         if not watch.ended.is_set():
             running.stopping = True
-            running.say_stopping_at = trio.current_time() + STOPPING_UNSAID
+            running.say_stopping_at = trio.current_time() + STOPPING_REPORT_DELAY
             self.state.status = AgentStatus.STOPPING
             await self._end(running, graceful, within=timeout)
             running.say_stopping_at = None

@@ -6,7 +6,7 @@ from __future__ import annotations
 import copy
 
 from .._version import current_version, is_semver, version_core
-from ._records import Command, Orchestrator, bus_address, new_spawn_request_id, now_ms
+from ._records import OrchestratorRecord, StoredCommand, bus_address, new_spawn_request_id, now_ms
 from ._spec import JSON, RelayHTTPError, bad, check_type
 from ._store import RelayStore
 
@@ -38,7 +38,7 @@ def self_upgrade_refusal(store: RelayStore, orch_id: str) -> str | None:
     return None
 
 
-def orchestrator_action(store: RelayStore, orch_id: str, body: JSON) -> Command:
+def orchestrator_action(store: RelayStore, orch_id: str, body: JSON) -> StoredCommand:
     orch = store.get_orchestrator(orch_id)
     action = body.get("action")
     if action not in ("restart", "shutdown", "upgrade"):
@@ -88,7 +88,7 @@ def orchestrator_action(store: RelayStore, orch_id: str, body: JSON) -> Command:
                                 REQUESTED_BY)
 
 
-def spawn(store: RelayStore, orch_id: str, body: JSON) -> Command:
+def spawn(store: RelayStore, orch_id: str, body: JSON) -> StoredCommand:
     orch = store.get_orchestrator(orch_id)
     params = dict(body)
     params["action"] = "spawn"
@@ -114,7 +114,7 @@ def _meta_string(meta: object, name: str) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def spawn_params_from_report(agent: JSON, orch: Orchestrator) -> JSON:
+def spawn_params_from_report(agent: JSON, orch: OrchestratorRecord) -> JSON:
     """SpawnParams rebuilt from a ManagedAgent report (seed ``restartSpawnParamsForAgent``)."""
     meta = agent.get("meta")
     params: JSON = {"action": "spawn", "provider": agent.get("provider")}
@@ -163,7 +163,7 @@ def restart_spawn(store: RelayStore, agent_id: str) -> JSON:
     return params
 
 
-def agent_action(store: RelayStore, agent_id: str, body: JSON) -> Command:
+def agent_action(store: RelayStore, agent_id: str, body: JSON) -> StoredCommand:
     action = body.get("action")
     if action not in ("stop", "restart", "compact"):
         raise bad("invalid action: expected one of stop, restart, compact")

@@ -1,5 +1,9 @@
-"""The dev relay's records (commands, orchestrators, stream subscriptions), its
-limits, and the ids and stamps it gives them."""
+"""The dev relay's records (``StoredCommand``, ``OrchestratorRecord``, stream
+subscriptions), its limits, and the ids and stamps it gives them.
+
+The names say "record" and "stored" apart from the daemon's ``Command`` (the
+wire type, ``relay/_wire.py``) and ``Orchestrator`` (the running daemon).
+"""
 
 from __future__ import annotations
 
@@ -47,7 +51,9 @@ def bus_address(orch_id: str) -> str:
 
 
 @attrs.define(eq=False, slots=True)
-class Command:
+class StoredCommand:
+    """A command as the dev relay keeps it (``to_json`` is the wire's Command)."""
+
     id: str
     type: str
     source: str
@@ -78,7 +84,9 @@ class Command:
 
 
 @attrs.define(eq=False)
-class Orchestrator:
+class OrchestratorRecord:
+    """What the dev relay knows of one registered orchestrator."""
+
     id: str
     info: JSON  # the registration body as sent, minus "agents" (unknown fields kept)
     agents: dict[str, JSON]
@@ -103,12 +111,12 @@ class Subscription:
     """One command stream's mailbox: bounded; on overflow it re-reads pending."""
 
     target: str
-    queue: deque[Command] = attrs.field(factory=deque)
+    queue: deque[StoredCommand] = attrs.field(factory=deque)
     overflowed: bool = False
     last_seq: int = -1
     wake: trio.Event = attrs.field(factory=trio.Event)
 
-    def push(self, command: Command) -> None:
+    def push(self, command: StoredCommand) -> None:
         if len(self.queue) < SUBSCRIPTION_BUFFER:
             self.queue.append(command)
         else:

@@ -22,11 +22,11 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .._version import current_version
 from ._actions import REQUESTED_BY, agent_action, orchestrator_action, spawn
-from ._records import Command, Subscription
+from ._records import StoredCommand, Subscription
 from ._spec import JSON, RelayHTTPError, bad, check_type, openapi_document
 from ._store import RelayStore
 
-log = logging.getLogger("relay_orchestrator.dev_relay")
+log = logging.getLogger("relay_orchestrator.devrelay")
 
 KEEPALIVE_INTERVAL = 15.0  # seconds between `: keepalive` comments on an idle stream
 
@@ -179,7 +179,7 @@ class _Gate:
         await self.app(scope, receive, send)
 
 
-def _sse(commands: list[Command]) -> bytes:
+def _sse(commands: list[StoredCommand]) -> bytes:
     return b"".join(
         b"event: command\nid: %s\ndata: %s\n\n" % (c.id.encode(), dumps_json(c.to_json()))
         for c in commands)

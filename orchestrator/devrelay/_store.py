@@ -30,9 +30,9 @@ from ._records import (
     MAX_SETTLED_COMMANDS,
     MAX_SPAWN_REQUESTS,
     TERMINAL,
-    Command,
     DevRelayStateError,
-    Orchestrator,
+    OrchestratorRecord,
+    StoredCommand,
     Subscription,
     bus_address,
     new_command_id,
@@ -55,13 +55,13 @@ from ._spec import (
 class RelayStore:
     offline_after: float = 30.0
     upgrade_deadline: float = 600.0
-    orchestrators: dict[str, Orchestrator] = attrs.field(factory=dict)
-    commands: dict[str, Command] = attrs.field(factory=dict)
+    orchestrators: dict[str, OrchestratorRecord] = attrs.field(factory=dict)
+    commands: dict[str, StoredCommand] = attrs.field(factory=dict)
     workspaces: dict[str, JSON] = attrs.field(factory=dict)
     spawn_params: dict[str, JSON] = attrs.field(factory=dict)  # agentId → last SpawnParams
     spawn_requests: dict[str, JSON] = attrs.field(factory=dict)  # spawnRequestId → SpawnParams
     agent_owner: dict[str, str] = attrs.field(factory=dict)  # agentId → orchestrator id
-    _pending: dict[str, dict[str, Command]] = attrs.field(factory=dict)  # target → pending
+    _pending: dict[str, dict[str, StoredCommand]] = attrs.field(factory=dict)  # target → pending
     _settled: deque[str] = attrs.field(factory=deque)
     _subscriptions: dict[str, set[Subscription]] = attrs.field(factory=dict)
     _upgrade_due: dict[str, float] = attrs.field(factory=dict)  # orch id → trio time
@@ -121,12 +121,12 @@ class RelayStore:
 
     # -- orchestrators -----------------------------------------------------------------
 
-    def is_online(self, orch: Orchestrator, now: float | None = None) -> bool:
+    def is_online(self, orch: OrchestratorRecord, now: float | None = None) -> bool:
         if now is None:
             now = trio.current_time()
         return now - orch.last_seen_t < self.offline_after
 
-    def orchestrator_json(self, orch: Orchestrator) -> JSON:
+    def orchestrator_json(self, orch: OrchestratorRecord) -> JSON:
         out = dict(orch.info)
         out.update(
             id=orch.id,
@@ -144,7 +144,7 @@ class RelayStore:
         )
         return out
 
-    def get_orchestrator(self, orch_id: str) -> Orchestrator:
+    def get_orchestrator(self, orch_id: str) -> OrchestratorRecord:
         orch = self.orchestrators.get(orch_id)
         if orch is None:
             raise RelayHTTPError(404, f"orchestrator not found: {orch_id}")
@@ -168,7 +168,7 @@ class RelayStore:
         orch = self.orchestrators.get(orch_id)
         created = orch is None
         if orch is None:
-            orch = Orchestrator(id=orch_id, info=info, agents={}, registered_at=stamp,
+            orch = OrchestratorRecord(id=orch_id, info=info, agents={}, registered_at=stamp,
                                 last_seen_ms=stamp, last_seen_t=now_t)
             self.orchestrators[orch_id] = orch
         else:
@@ -215,14 +215,14 @@ class RelayStore:
         self.touch()
         return agent
 
-    def _seen(self, orch: Orchestrator, now_t: float, stamp: int) -> None:
+    def _seen(self, orch: OrchestratorRecord, now_t: float, stamp: int) -> None:
         orch.last_seen_t = now_t
         orch.last_seen_ms = stamp
         orch.last_heartbeat_at = stamp
         orch.flagged_online = True
         self._schedule(now_t + self.offline_after)
 
-    def _replace_agents(self, orch: Orchestrator, agents: Iterable[JSON]) -> None:
+    def _replace_agents(self, orch: OrchestratorRecord, agents: Iterable[JSON]) -> None:
         for agent_id in orch.agents:
             if self.agent_owner.get(agent_id) == orch.id:
                 del self.agent_owner[agent_id]
@@ -230,7 +230,7 @@ class RelayStore:
         for agent in agents:
             self._store_agent(orch, agent)
 
-    def _store_agent(self, orch: Orchestrator, agent: JSON) -> JSON:
+    def _store_agent(self, orch: OrchestratorRecord, agent: JSON) -> JSON:
         agent = dict(agent)
         agent_id = agent["agentId"]
         workspace = agent.get("workspace")
@@ -304,7 +304,7 @@ class RelayStore:
 
     # -- upgrades ----------------------------------------------------------------------
 
-    def _upgraded(self, command: Command) -> Orchestrator | None:
+    def _upgraded(self, command: StoredCommand) -> OrchestratorRecord | None:
         """The orchestrator an upgrade command is about: params, else its bus address."""
         params = command.params if isinstance(command.params, dict) else {}
         orch_id = params.get("orchestratorId")
@@ -312,7 +312,7 @@ class RelayStore:
             orch_id = command.target[len("orch:"):]
         return self.orchestrators.get(orch_id) if isinstance(orch_id, str) else None
 
-    def _start_upgrade(self, command: Command) -> None:
+    def _start_upgrade(self, command: StoredCommand) -> None:
         """Any new ``orchestrator.upgrade`` (the action route's, or a test's) is tracked."""
         params = command.params if isinstance(command.params, dict) else {}
         target = params.get("targetVersion")
@@ -331,7 +331,7 @@ class RelayStore:
         self._upgrade_due[orch.id] = due
         self._schedule(due)
 
-    def reconcile_upgrade(self, orch: Orchestrator, *, registration: bool = True) -> None:
+    def reconcile_upgrade(self, orch: OrchestratorRecord, *, registration: bool = True) -> None:
         up = orch.upgrade
         if up is None:
             return
@@ -359,7 +359,7 @@ class RelayStore:
               and self._upgrade_due.get(orch.id, math.inf) <= trio.current_time()):
             self._time_out_upgrade(orch)
 
-    def _time_out_upgrade(self, orch: Orchestrator) -> None:
+    def _time_out_upgrade(self, orch: OrchestratorRecord) -> None:
         self._upgrade_due.pop(orch.id, None)
         up = orch.upgrade
         if up is None or up.get("status") != "pending":
@@ -371,7 +371,7 @@ class RelayStore:
             self._set_status(command, "failed", result=None, error=message)
         orch.upgrade = {**up, "status": "failed", "settledAt": now_ms(), "error": message}
 
-    def _settle_failed_upgrade(self, command: Command) -> None:
+    def _settle_failed_upgrade(self, command: StoredCommand) -> None:
         if command.type != "orchestrator.upgrade" or command.status not in ("failed", "cancelled"):
             return
         orch = self._upgraded(command)
@@ -387,12 +387,12 @@ class RelayStore:
     # -- commands ----------------------------------------------------------------------
 
     def create_command(self, target: str, type: str, params: object, source: str = "system",
-                       correlation_id: str | None = None) -> Command:
+                       correlation_id: str | None = None) -> StoredCommand:
         stamp = now_ms()
         if correlation_id is None and isinstance(params, dict):
             rid = params.get("spawnRequestId")
             correlation_id = rid if isinstance(rid, str) else None
-        command = Command(id=new_command_id(), type=type, source=source, target=target,
+        command = StoredCommand(id=new_command_id(), type=type, source=source, target=target,
                           correlation_id=correlation_id, params=params, status="pending",
                           result=None, error=None, created_at=stamp, updated_at=stamp,
                           seq=self._seq)
@@ -406,7 +406,7 @@ class RelayStore:
         self.touch()
         return command
 
-    def _add(self, command: Command) -> None:
+    def _add(self, command: StoredCommand) -> None:
         self.commands[command.id] = command
         if command.status == "pending":
             self._pending.setdefault(command.target, {})[command.id] = command
@@ -420,7 +420,9 @@ class RelayStore:
             if old is not None and old.status in TERMINAL:
                 del self.commands[old.id]
 
-    def _set_status(self, command: Command, status: str, *, result: Any, error: str | None) -> None:
+    def _set_status(
+        self, command: StoredCommand, status: str, *, result: Any, error: str | None
+    ) -> None:
         if command.status == "pending":
             pending = self._pending.get(command.target)
             if pending is not None:
@@ -434,13 +436,15 @@ class RelayStore:
         if status in TERMINAL:
             self._remember_settled(command.id)
 
-    def get_command(self, command_id: str) -> Command:
+    def get_command(self, command_id: str) -> StoredCommand:
         command = self.commands.get(command_id)
         if command is None:
             raise RelayHTTPError(404, f"command not found: {command_id}")
         return command
 
-    def list_commands(self, target: str | None = None, status: str | None = None) -> list[Command]:
+    def list_commands(
+        self, target: str | None = None, status: str | None = None
+    ) -> list[StoredCommand]:
         if status is not None and status not in COMMAND_STATUSES:
             raise bad(f"invalid status: expected one of {', '.join(COMMAND_STATUSES)}")
         if status == "pending" and target is not None:
@@ -449,7 +453,7 @@ class RelayStore:
                 if (target is None or c.target == target)
                 and (status is None or c.status == status)]
 
-    def patch_command(self, command_id: str, body: JSON) -> Command:
+    def patch_command(self, command_id: str, body: JSON) -> StoredCommand:
         command = self.get_command(command_id)
         status = body.get("status")
         if status is None:
@@ -501,7 +505,7 @@ class RelayStore:
             if not subs:
                 del self._subscriptions[subscription.target]
 
-    def take(self, subscription: Subscription) -> list[Command]:
+    def take(self, subscription: Subscription) -> list[StoredCommand]:
         """Everything new for one stream, still pending, in creation order."""
         batch = [c for c in subscription.queue if c.status == "pending"]
         subscription.queue.clear()
@@ -517,7 +521,7 @@ class RelayStore:
 
     # -- spawn params ------------------------------------------------------------------
 
-    def _learn_spawn(self, command: Command) -> None:
+    def _learn_spawn(self, command: StoredCommand) -> None:
         params = command.params
         if not isinstance(params, dict):
             return
@@ -536,7 +540,7 @@ class RelayStore:
         if isinstance(agent_id, str):
             self.spawn_params[agent_id] = params
 
-    def _learn_spawned_agent(self, command: Command) -> None:
+    def _learn_spawned_agent(self, command: StoredCommand) -> None:
         if command.type not in ("agent.spawn", "agent.restart"):
             return
         params = command.params if isinstance(command.params, dict) else {}
@@ -588,7 +592,7 @@ class RelayStore:
         now_t, stamp = trio.current_time(), now_ms()
         for raw in data["orchestrators"]:
             age = max(0.0, (stamp - int(raw["lastSeenAt"])) / 1000)
-            orch = Orchestrator(
+            orch = OrchestratorRecord(
                 id=str(raw["id"]), info=dict(raw["info"]), agents={},
                 registered_at=int(raw["registeredAt"]), last_seen_ms=int(raw["lastSeenAt"]),
                 last_seen_t=now_t - age, last_heartbeat_at=raw.get("lastHeartbeatAt"),
@@ -605,7 +609,7 @@ class RelayStore:
                 left = self.upgrade_deadline - max(0, stamp - int(up["requestedAt"])) / 1000
                 self._upgrade_due[orch.id] = now_t + max(0.0, left)
         for raw in data["commands"]:
-            command = Command(
+            command = StoredCommand(
                 id=raw["id"], type=raw["type"], source=raw["source"], target=raw["target"],
                 correlation_id=raw.get("correlationId"), params=raw.get("params"),
                 status=raw["status"], result=raw.get("result"), error=raw.get("error"),

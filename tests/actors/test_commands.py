@@ -147,7 +147,7 @@ async def test_an_agent_that_ends_at_once_on_sigterm_goes_straight_to_stopped(
         assert result["signal"] == "SIGTERM"
     said = [harness.reporter.statuses(agent_id, mark) for agent_id in ids]
     assert all(statuses[-1] == "stopped" for statuses in said)
-    # Ending within STOPPING_UNSAID, it is never reported "stopping" (one
+    # Ending within STOPPING_REPORT_DELAY, it is never reported "stopping" (one
     # report instead of two); a loaded machine may be slower for some.
     assert ["stopped"] in said
 
