@@ -25,7 +25,7 @@ from ._filewatch import Watched
 from ._params import CommandRejected
 from ._screens import Activity, Screen, recognize
 
-log = logging.getLogger("actors")
+log = logging.getLogger("relay_orchestrator.actors")
 
 QUIET = 0.04  # output settles this long before the screen is read
 MAX_DELAY = 0.15  # … but output that keeps flowing is read this soon

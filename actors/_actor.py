@@ -77,7 +77,7 @@ from ._typing import Typist
 from ._usage import Usage, UsageProbe
 from ._workspace import Workspace, make_worktree
 
-log = logging.getLogger("actors")
+log = logging.getLogger("relay_orchestrator.actors")
 
 MAILBOX_SIZE = 16
 LAUNCH_BOUND = 30.0  # a start is shielded from cancellation, this long at most

@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-log = logging.getLogger("actors")
+log = logging.getLogger("relay_orchestrator.actors")
 
 API_KEY_TAIL = 20  # claude keeps this much of an approved key
 _LOCK = threading.Lock()

@@ -26,7 +26,7 @@ import attrs
 
 from ._fields import CONFIG_READER, FieldError
 
-log = logging.getLogger("actors")
+log = logging.getLogger("relay_orchestrator.actors")
 
 SESSION_KINDS = ("tmux", "plain")
 RESUME_POLICIES = ("never", "after-reboot", "always")

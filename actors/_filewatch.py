@@ -23,7 +23,7 @@ from pathlib import Path
 
 import trio
 
-log = logging.getLogger("actors")
+log = logging.getLogger("relay_orchestrator.actors")
 
 _IN_MODIFY = 0x00000002
 _IN_IGNORED = 0x00008000

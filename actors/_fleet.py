@@ -59,7 +59,7 @@ from ._store import AgentStore, Reporter
 from ._tmux import TmuxServer
 from ._usage import sample_all
 
-log = logging.getLogger("actors")
+log = logging.getLogger("relay_orchestrator.actors")
 
 # A provider's memory_max, it in bytes, and (key, value, kind) of cpu_quota, tasks_max.
 _Rules = tuple[str | None, int | None, list[tuple[str, str, str]]]

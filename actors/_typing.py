@@ -23,7 +23,7 @@ from ._params import CommandRejected
 from ._screens import Activity, Screen
 from ._session import Session
 
-log = logging.getLogger("actors")
+log = logging.getLogger("relay_orchestrator.actors")
 
 TAKEN_WITHIN = 3.0  # typed input leaves the prompt line this soon, or Enter is pressed again
 COMPACT_BEGIN = 5.0  # a compaction shows on the screen this soon, or the CLI did none

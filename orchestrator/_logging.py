@@ -4,10 +4,13 @@ Fields such as ``agentId`` and ``commandId`` travel as ``extra`` and become
 JSON keys (or ``key=value`` suffixes in text). The token is never logged:
 no code path hands it to a logger.
 
-One tree, ``relay_orchestrator.*``, for everything the package logs (the dev
-relay and its server included), configured once per process by
-``setup_logging`` (``run``, ``dev`` and ``relay``); the ``actors`` and
-``supervisors`` packages' loggers get the same handler. Under systemd, when
+One tree, ``relay_orchestrator.*``, for everything the project logs,
+configured once per process by ``setup_logging`` (``run``, ``dev`` and
+``relay``). Each module logs as its package, whatever module of it the
+record comes from: ``relay_orchestrator.<subpackage>`` in ``orchestrator/``
+(``daemon``, ``relay``, ``upgrade``, ``cli``, ``devrelay``), and
+``relay_orchestrator.actors`` or ``relay_orchestrator.supervisors`` for the
+other two packages; so a module split or renamed keeps its logger's name. Under systemd, when
 standard error is the journal's stream, each line carries its priority
 (``<3>`` for an error), so that ``journalctl -p err`` finds the errors.
 """
@@ -83,7 +86,6 @@ def stderr_is_journal(environ: dict[str, str] | None = None) -> bool:
 
 
 ROOT = "relay_orchestrator"
-_OTHERS = ("actors", "supervisors")
 
 
 def setup_logging(fmt: str, *, verbose: bool = False) -> None:
@@ -93,8 +95,7 @@ def setup_logging(fmt: str, *, verbose: bool = False) -> None:
     if stderr_is_journal():
         formatter = JournalPrefixed(formatter)
     handler.setFormatter(formatter)
-    for name in (ROOT, *_OTHERS):
-        logger = logging.getLogger(name)
-        logger.handlers[:] = [handler]
-        logger.setLevel(logging.DEBUG if verbose else logging.INFO)
-        logger.propagate = False
+    logger = logging.getLogger(ROOT)
+    logger.handlers[:] = [handler]
+    logger.setLevel(logging.DEBUG if verbose else logging.INFO)
+    logger.propagate = False

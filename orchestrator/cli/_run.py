@@ -15,7 +15,7 @@ from .._errors import ConfigError
 from .._settings import Settings, add_setting_flags, load_settings
 from ._exit import EXIT_OK
 
-log = logging.getLogger("relay_orchestrator")
+log = logging.getLogger("relay_orchestrator.cli")
 
 STARTING_GRACE = 3.0  # a stop asked for during start-up waits this long for it
 

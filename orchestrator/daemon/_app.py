@@ -43,7 +43,7 @@ from ._outbox import Outbox
 from ._presence import Identity, Presence
 from ._status import StatusWriter
 
-log = logging.getLogger("relay_orchestrator")
+log = logging.getLogger("relay_orchestrator.daemon")
 
 AGENT_COMMANDS = (
     "agent.spawn",

@@ -36,7 +36,7 @@ from ..relay._client import RelayClient
 from ..relay._wire import Command, CommandStatus, Outcome
 from ._journal import CommandState, Journal
 
-log = logging.getLogger("relay_orchestrator.dispatcher")
+log = logging.getLogger("relay_orchestrator.daemon")
 
 Handler = Callable[[Command], Awaitable[Outcome | None]]
 LANE_KEYS = ("agentId", "spawnRequestId", "policyName", "tmuxSession")

@@ -21,7 +21,7 @@ from ..relay._client import RelayClient
 from ..relay._sse import SSEDecoder, SSEError
 from ..relay._wire import Command, WireError, structure_command
 
-log = logging.getLogger("relay_orchestrator.feed")
+log = logging.getLogger("relay_orchestrator.daemon")
 
 SILENCE_TIMEOUT = 45.0
 MAX_EVENT_LINE = 4 * 1024 * 1024  # a longer line of the event stream ends it with an error

@@ -29,7 +29,7 @@ from ..relay._backoff import Backoff
 from ..relay._client import RelayClient
 from ._journal import Journal, OutboxItem, OutboxKind
 
-log = logging.getLogger("relay_orchestrator.outbox")
+log = logging.getLogger("relay_orchestrator.daemon")
 
 MAX_IN_FLIGHT = 16
 REPORT_SLOTS = 4  # more, for agent reports only

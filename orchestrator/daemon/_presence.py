@@ -23,7 +23,7 @@ from ..relay._backoff import Backoff
 from ..relay._client import RelayClient
 from ..relay._wire import Capabilities, Heartbeat, Load, Registration
 
-log = logging.getLogger("relay_orchestrator.presence")
+log = logging.getLogger("relay_orchestrator.daemon")
 
 READY_TIMEOUT = 10.0
 

@@ -46,7 +46,7 @@ import trio
 
 from ..http._sockets import READ_SIZE, RawSocketStream
 
-log = logging.getLogger("relay_orchestrator.asgi")
+log = logging.getLogger("relay_orchestrator.devrelay")
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

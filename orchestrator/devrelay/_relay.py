@@ -42,7 +42,7 @@ from ._store import RelayStore
 
 __all__ = ["DevRelay", "DevRelayStateError", "Faults", "serve_dev_relay"]
 
-log = logging.getLogger("relay_orchestrator.dev_relay")
+log = logging.getLogger("relay_orchestrator.devrelay")
 
 STATE_WRITE_INTERVAL = 0.05  # at most one state-file write per this many seconds
 

@@ -8,16 +8,12 @@ the command ``failed`` itself when it is not the version that was wanted.
 
 from __future__ import annotations
 
-import logging
-
 import attrs
 
 from actors import FieldError, Fields
 
 from .._version import is_semver, version_core
 from ..daemon._dispatcher import Rejected
-
-log = logging.getLogger("relay_orchestrator.upgrade")
 
 RUNTIME_PACKAGES = ("orchestrator",)
 PENDING_KEY = "pending_upgrade"

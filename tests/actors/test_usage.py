@@ -175,7 +175,7 @@ async def test_cpu_quota_not_enforced_is_said_once(
     await fleet.execute("agent.spawn", harness.spawn(record=record, agentId="ag_q"), "c1")
     await record.started()
     assert fleet.warnings() == []  # said when known: at the first sample
-    with caplog.at_level(logging.WARNING, logger="actors"):
+    with caplog.at_level(logging.WARNING, logger="relay_orchestrator.actors"):
         await fleet.refresh_usage()
         await fleet.refresh_usage()
     warnings = fleet.warnings()

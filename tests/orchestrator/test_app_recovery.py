@@ -93,7 +93,7 @@ async def test_a_crashed_handler_settles_a_fixed_sentence_with_the_error_id_of_i
 
         return handle
 
-    caplog.set_level(logging.ERROR, logger="relay_orchestrator.dispatcher")
+    caplog.set_level(logging.ERROR, logger="relay_orchestrator.daemon")
     logger = logging.getLogger("relay_orchestrator")
     propagate, logger.propagate = logger.propagate, True
     try:

@@ -66,7 +66,7 @@ def warnings() -> Iterator[list[str]]:
     seen: list[str] = []
     handler = logging.Handler(logging.WARNING)
     handler.emit = lambda record: seen.append(record.getMessage())  # type: ignore[method-assign]
-    logger = logging.getLogger("relay_orchestrator.asgi")
+    logger = logging.getLogger("relay_orchestrator.devrelay")
     logger.addHandler(handler)
     yield seen
     logger.removeHandler(handler)

@@ -47,8 +47,9 @@ async def test_verbose_logs_the_wire_without_bodies(relay: object, start_orchest
 
 
 def test_one_tree_is_configured_and_logging_itself_is_left_alone(capsys: object) -> None:
-    """The dev relay and its server log under ``relay_orchestrator.*`` too, through
-    the one handler; ``setup_logging`` patches none of the logging module's globals."""
+    """The dev relay and its server and the actors log under ``relay_orchestrator.*``
+    too, through the one handler; ``setup_logging`` patches none of the logging
+    module's globals."""
     import pytest
 
     from orchestrator._logging import setup_logging
@@ -56,7 +57,7 @@ def test_one_tree_is_configured_and_logging_itself_is_left_alone(capsys: object)
     assert isinstance(capsys, pytest.CaptureFixture)
     saved = (logging._srcfile, logging.logThreads, logging.logProcesses,  # type: ignore[attr-defined]
              logging.logMultiprocessing)
-    loggers = [logging.getLogger(n) for n in ("relay_orchestrator", "actors", "supervisors")]
+    loggers = [logging.getLogger("relay_orchestrator")]
     before = [(lg.handlers[:], lg.level, lg.propagate) for lg in loggers]
     try:
         setup_logging("json")
@@ -64,20 +65,52 @@ def test_one_tree_is_configured_and_logging_itself_is_left_alone(capsys: object)
         assert len(loggers[0].handlers) == 1
         assert (logging._srcfile, logging.logThreads, logging.logProcesses,  # type: ignore[attr-defined]
                 logging.logMultiprocessing) == saved
+        import actors._fleet
         import orchestrator.devrelay._asgi_server
         import orchestrator.devrelay._relay
 
-        for module in (orchestrator.devrelay._asgi_server, orchestrator.devrelay._relay):
+        modules = (orchestrator.devrelay._asgi_server, orchestrator.devrelay._relay,
+                   actors._fleet)
+        for module in modules:
             module.log.error("from %s", module.__name__, extra={"agentId": "ag_1"})
         lines = [json.loads(line) for line in capsys.readouterr().err.strip().splitlines()]
         assert [(line["logger"], line["msg"], line["agentId"]) for line in lines] == [
-            ("relay_orchestrator.asgi", "from orchestrator.devrelay._asgi_server", "ag_1"),
-            ("relay_orchestrator.dev_relay", "from orchestrator.devrelay._relay", "ag_1"),
+            ("relay_orchestrator.devrelay", "from orchestrator.devrelay._asgi_server", "ag_1"),
+            ("relay_orchestrator.devrelay", "from orchestrator.devrelay._relay", "ag_1"),
+            ("relay_orchestrator.actors", "from actors._fleet", "ag_1"),
         ]
     finally:
         for lg, (handlers, level, propagate) in zip(loggers, before, strict=True):
             lg.handlers[:], lg.propagate = handlers, propagate
             lg.setLevel(level)
+
+
+def test_every_logger_is_named_for_its_package() -> None:
+    """One scheme: ``relay_orchestrator.<subpackage>`` in ``orchestrator/``,
+    ``relay_orchestrator.actors`` and ``relay_orchestrator.supervisors`` beside it
+    (read from the source: a module's logger keeps its name when the module moves
+    within its package)."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).parents[2]
+    named = re.compile(r"getLogger\((.*?)\)")
+    seen, wrong = 0, []
+    for package in ("orchestrator", "actors", "supervisors"):
+        for path in sorted((root / package).rglob("*.py")):
+            parts = path.relative_to(root).parts
+            if parts == ("orchestrator", "_logging.py"):
+                continue  # the root itself
+            if package == "orchestrator":
+                expected = "relay_orchestrator" + (f".{parts[1]}" if len(parts) > 2 else "")
+            else:
+                expected = f"relay_orchestrator.{package}"
+            for name in named.findall(path.read_text()):
+                seen += 1
+                if name != f'"{expected}"':
+                    wrong.append((str(path.relative_to(root)), name, expected))
+    assert seen > 10  # the walk sees the loggers
+    assert wrong == []
 
 
 def test_the_relay_command_logs_through_the_same_setup(tmp_path: object) -> None:
@@ -114,7 +147,7 @@ def test_the_relay_command_logs_through_the_same_setup(tmp_path: object) -> None
             proc.wait()
     assert proc.returncode == 0, err
     lines = [json.loads(line) for line in err.strip().splitlines()]
-    assert any(line["logger"] == "relay_orchestrator.dev_relay" and line["level"] == "error"
+    assert any(line["logger"] == "relay_orchestrator.devrelay" and line["level"] == "error"
                and "cannot write its state file" in line["msg"] for line in lines), err
 
 
