@@ -9,11 +9,11 @@ the caller's nursery::
     with trio.fail_after(5):
         await relay.wait_for(lambda: relay.get_command(cmd["id"])["status"] == "failed")
 
-State lives in ``RelayStore`` (``_store.py``); its HTTP face (bearer auth,
-the test faults, the JSON routes, the SSE command stream) is ``_routes.py``,
-the actions a person asks for are ``_actions.py``. This module starts it
-and keeps the state file (a JSON snapshot written off the request path,
-coalesced, atomically, and once more on shutdown).
+State lives in ``RelayStore`` (``_store.py``; its JSON form, ``_snapshot.py``);
+its HTTP face (bearer auth, the test faults, the JSON routes, the SSE command
+stream) is ``_routes.py``, the actions a person asks for are ``_actions.py``.
+This module starts it and keeps the state file (a JSON snapshot written off
+the request path, coalesced, atomically, and once more on shutdown).
 
 ``relay-orchestrator run`` never imports this package: starlette costs
 memory the orchestrator itself does not need.
@@ -37,6 +37,7 @@ import trio
 from ._asgi_server import serve_asgi
 from ._records import DevRelayStateError
 from ._routes import KEEPALIVE_INTERVAL, Faults, build_app, dumps_json
+from ._snapshot import restore, snapshot
 from ._spec import RelayHTTPError
 from ._store import RelayStore
 
@@ -122,7 +123,7 @@ def _write_state(path: Path, data: bytes) -> None:
 
 def _save(store: RelayStore, path: Path) -> None:
     try:
-        _write_state(path, dumps_json(store.snapshot()))
+        _write_state(path, dumps_json(snapshot(store)))
     except OSError as exc:
         log.error("dev relay cannot write its state file %s: %s", path, exc)
 
@@ -132,7 +133,7 @@ async def _run_state_writer(store: RelayStore, path: Path) -> None:
         await store.dirty.wait()
         store.dirty = trio.Event()
         started = trio.current_time()
-        data = dumps_json(store.snapshot())  # on the trio thread: the store cannot change meanwhile
+        data = dumps_json(snapshot(store))  # on the trio thread: the store cannot change meanwhile
         busy = trio.current_time() - started
         try:
             await trio.to_thread.run_sync(_write_state, path, data)
@@ -186,9 +187,9 @@ async def serve_dev_relay(
         state_file = Path(state_file)
         data = await trio.to_thread.run_sync(_read_state, state_file)
         if data is not None:
-            store.restore(data)
+            restore(store, data)
         try:  # a state file that cannot be written fails the start, not a later change
-            await trio.to_thread.run_sync(_write_state, state_file, dumps_json(store.snapshot()))
+            await trio.to_thread.run_sync(_write_state, state_file, dumps_json(snapshot(store)))
         except OSError as exc:
             raise DevRelayStateError(f"cannot write dev relay state file {state_file}: "
                                      f"{exc.strerror or exc}") from exc

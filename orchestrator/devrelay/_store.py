@@ -12,7 +12,8 @@ The rules come from the relay server (PROTOCOL.md, seed
 ``reconcileOrchestratorUpgrade``, ``_settle_failed_upgrade`` its
 ``settleFailedOrchestratorUpgrade``, ``_upsert_workspace`` its
 ``upsertWorkspaceFromManagedAgent``. The actions a person asks for over HTTP
-(upgrade rails, spawn, agent restart/compact) are built in ``_actions.py``.
+(upgrade rails, spawn, agent restart/compact) are built in ``_actions.py``;
+the store as the state file's JSON, and back, is ``_snapshot.py``.
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ from ._records import (
     MAX_SETTLED_COMMANDS,
     MAX_SPAWN_REQUESTS,
     TERMINAL,
-    DevRelayStateError,
     OrchestratorRecord,
     StoredCommand,
     Subscription,
@@ -552,72 +552,20 @@ class RelayStore:
         if isinstance(agent_id, str) and params:
             self.spawn_params[agent_id] = params
 
-    # -- persistence -------------------------------------------------------------------
+    # -- restored records (``_snapshot.py``) ------------------------------------------
 
-    def snapshot(self) -> JSON:
-        return {
-            "format": 1,
-            "savedAt": now_ms(),
-            "orchestrators": [
-                {
-                    "id": orch.id,
-                    "info": orch.info,
-                    "agents": list(orch.agents.values()),
-                    "registeredAt": orch.registered_at,
-                    "lastSeenAt": orch.last_seen_ms,
-                    "lastHeartbeatAt": orch.last_heartbeat_at,
-                    "load": orch.load,
-                    "registrations": orch.registrations,
-                    "heartbeats": orch.heartbeats,
-                    "upgrade": orch.upgrade,
-                }
-                for orch in self.orchestrators.values()
-            ],
-            "commands": [command.to_json() for command in self.commands.values()],
-            "workspaces": list(self.workspaces.values()),
-            "spawnParams": self.spawn_params,
-            "spawnRequests": self.spawn_requests,
-        }
+    def add_restored_orchestrator(
+        self, orch: OrchestratorRecord, *, upgrade_due: float | None
+    ) -> None:
+        """An orchestrator read back from the state file joins the store."""
+        self.orchestrators[orch.id] = orch
+        for agent_id in orch.agents:
+            self.agent_owner[agent_id] = orch.id
+        if upgrade_due is not None:
+            self._upgrade_due[orch.id] = upgrade_due
 
-    def restore(self, data: object) -> None:
-        """Load a snapshot into this (empty) store; times are re-based on the wall clock."""
-        try:
-            self._restore(data)
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise DevRelayStateError(f"not a dev relay state file: {exc!r}") from exc
-
-    def _restore(self, data: object) -> None:
-        if not isinstance(data, dict) or data.get("format") != 1:
-            raise ValueError("unknown format")
-        now_t, stamp = trio.current_time(), now_ms()
-        for raw in data["orchestrators"]:
-            age = max(0.0, (stamp - int(raw["lastSeenAt"])) / 1000)
-            orch = OrchestratorRecord(
-                id=str(raw["id"]), info=dict(raw["info"]), agents={},
-                registered_at=int(raw["registeredAt"]), last_seen_ms=int(raw["lastSeenAt"]),
-                last_seen_t=now_t - age, last_heartbeat_at=raw.get("lastHeartbeatAt"),
-                load=raw.get("load"), registrations=int(raw.get("registrations", 0)),
-                heartbeats=int(raw.get("heartbeats", 0)), upgrade=raw.get("upgrade"),
-            )
-            orch.flagged_online = self.is_online(orch, now_t)
-            self.orchestrators[orch.id] = orch
-            for agent in raw["agents"]:
-                orch.agents[agent["agentId"]] = agent
-                self.agent_owner[agent["agentId"]] = orch.id
-            up = orch.upgrade
-            if up is not None and up.get("status") == "pending":
-                left = self.upgrade_deadline - max(0, stamp - int(up["requestedAt"])) / 1000
-                self._upgrade_due[orch.id] = now_t + max(0.0, left)
-        for raw in data["commands"]:
-            command = StoredCommand(
-                id=raw["id"], type=raw["type"], source=raw["source"], target=raw["target"],
-                correlation_id=raw.get("correlationId"), params=raw.get("params"),
-                status=raw["status"], result=raw.get("result"), error=raw.get("error"),
-                created_at=int(raw["createdAt"]), updated_at=int(raw["updatedAt"]),
-                seq=self._seq,
-            )
-            self._seq += 1
-            self._add(command)
-        self.workspaces = {ws["id"]: ws for ws in data.get("workspaces", [])}
-        self.spawn_params = dict(data.get("spawnParams", {}))
-        self.spawn_requests = dict(data.get("spawnRequests", {}))
+    def add_restored_command(self, command: StoredCommand) -> None:
+        """A command read back from the state file joins the store, after the others."""
+        command.seq = self._seq
+        self._seq += 1
+        self._add(command)
