@@ -1,10 +1,13 @@
-"""Shared fixtures: the real dev relay on loopback and real orchestrators on it."""
+"""Shared fixtures: the real dev relay on loopback and real orchestrators on it;
+and, for the tests of every package, the systemd --user sandbox
+(``systemd_user``) and stand-ins for the service managers' commands
+(``stand_ins``), whose helpers live in ``tests/supervisors/``."""
 
 from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -14,6 +17,9 @@ import pytest
 import trio
 
 from orchestrator._settings import load_settings
+
+from .supervisors.stand_ins import StandIns
+from .supervisors.systemd_sandbox_support import SystemdUser, sandbox_user
 
 TOKEN = "test-token-0123456789"
 FAKE_AGENT = str(Path(__file__).parent / "fake_agent.py")
@@ -123,3 +129,15 @@ def cli_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_ORCHESTRATOR_")}
     env.update(extra)
     return env
+
+
+@pytest.fixture(scope="session")
+def systemd_user() -> Iterator[SystemdUser]:
+    """A test user with a running ``systemd --user`` manager, or a skip saying why."""
+    yield from sandbox_user()
+
+
+@pytest.fixture
+def stand_ins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> StandIns:
+    """``systemctl``, ``launchctl``… stand-ins first on PATH, each call recorded."""
+    return StandIns.first_on_path(tmp_path, monkeypatch)

@@ -17,7 +17,6 @@ from typing import Any
 
 import pytest
 
-from ..supervisors.conftest import systemd_user  # noqa: F401  (the fixture)
 from ..supervisors.systemd_sandbox_support import SystemdUser
 
 pytestmark = [pytest.mark.systemd, pytest.mark.slow]
@@ -27,7 +26,7 @@ MB = 1024 * 1024
 
 
 @pytest.fixture(scope="module")
-def fleet_run(systemd_user: SystemdUser) -> dict[str, Any]:  # noqa: F811
+def fleet_run(systemd_user: SystemdUser) -> dict[str, Any]:
     user = systemd_user
     work = user.workdir("fleet-usage")
     proc = user.run_as_user([user.python, str(HELPER), str(work)], check=False, timeout=120)

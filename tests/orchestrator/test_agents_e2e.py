@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,35 +11,10 @@ import psutil
 import pytest
 import trio
 
-from ..conftest import FAKE_AGENT, TOKEN
+from ..conftest import TOKEN
+from .e2e import alive, settle, spawn_params, wait_lines
 
 WAIT = 20
-
-
-def alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
-async def settle(relay: Any, command: dict[str, Any]) -> dict[str, Any]:
-    cid = command["id"]
-    with trio.fail_after(WAIT):
-        await relay.wait_for(
-            lambda: relay.get_command(cid)["status"] in ("succeeded", "failed")
-        )
-    return relay.get_command(cid)
-
-
-async def wait_lines(path: Path, needle: str, count: int = 1) -> list[str]:
-    """Bounded wait for ``count`` lines containing ``needle`` in an agent's record."""
-    with trio.fail_after(WAIT):
-        while True:
-            lines = path.read_text().splitlines() if path.exists() else []
-            if sum(needle in line for line in lines) >= count:
-                return lines
-            await trio.sleep(0.01)
 
 
 def relay_agent(relay: Any, orch: Any, agent_id: str) -> dict[str, Any]:
@@ -54,20 +28,6 @@ async def api(relay: Any, method: str, path: str, body: Any = None) -> dict[str,
         r = await http.request(method, path, json=body)
         assert r.status_code < 300, r.text
         return r.json()
-
-
-def spawn_params(
-    base: Path, agent_id: str, record: Path, *extra: str, **fields: Any,
-) -> dict[str, Any]:
-    return {
-        "provider": "command",
-        "agentId": agent_id,
-        "cwd": str(base),
-        "label": fields.pop("label", agent_id),
-        "tags": fields.pop("tags", []),
-        "providerArgs": [sys.executable, FAKE_AGENT, "--record", str(record), *extra],
-        **fields,
-    }
 
 
 @pytest.fixture

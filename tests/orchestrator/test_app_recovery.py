@@ -22,8 +22,7 @@ from orchestrator.daemon._dispatcher import Handler
 from orchestrator.daemon._journal import CommandState, Journal
 from orchestrator.relay._wire import Command, Outcome
 
-from .test_agents_e2e import settle, spawn_params, wait_lines
-from .test_crash_recovery import OrchProcess, orch_process, registered  # noqa: F401
+from .e2e import OrchProcess, registered, settle, spawn_params, wait_lines
 
 TARGET = "orch:orch-crash"
 
@@ -46,7 +45,7 @@ async def claimed_at_a_crash(relay: Any, state_dir: Path, params: dict[str, Any]
 
 
 async def test_a_spawn_in_flight_at_a_crash_is_never_settled_with_another_agent(
-    relay: Any, orch_process: OrchProcess  # noqa: F811
+    relay: Any, orch_process: OrchProcess
 ) -> None:
     """Before: a spawn without ``spawnRequestId`` matched any running agent
     without one (``None == None``) and was settled ``succeeded`` with its pid."""

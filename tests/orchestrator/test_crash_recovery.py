@@ -4,68 +4,15 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import psutil
-import pytest
 import trio
 
-from ..conftest import TOKEN, cli_env, kill_agents
-from .test_agents_e2e import alive, settle, spawn_params, wait_lines
+from .e2e import OrchProcess, alive, registered, settle, spawn_params, wait_lines
 
 WAIT = 20
-
-
-class OrchProcess:
-    """``relay-orchestrator run`` as its own process, on the test's relay."""
-
-    def __init__(self, tmp_path: Path, relay_url: str) -> None:
-        self.tmp = tmp_path
-        self.relay_url = relay_url
-        self.base = (tmp_path / "base").resolve()
-        self.base.mkdir(exist_ok=True)
-        self.config = tmp_path / "config.toml"
-        self.config.write_text('[providers.command]\nenabled = true\nsession = "plain"\n')
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.log = tmp_path / "orch.log"
-        self.extra: list[str] = []
-        self.env: dict[str, str] = {}
-
-    def start(self) -> subprocess.Popen[bytes]:
-        argv = [sys.executable, "-m", "orchestrator", "run", "--relay-url", self.relay_url,
-                "--config", str(self.config), "--state-dir", str(self.tmp / "state"),
-                "--base-dir", str(self.base), "--supervisor", "none", "--id", "orch-crash",
-                "--heartbeat-interval", "1", "--log-format", "json", *self.extra]
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(argv, env=cli_env(RELAY_ORCHESTRATOR_TOKEN=TOKEN,
-                                                           **self.env),
-                                         stdout=log, stderr=log)
-        return self.proc
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-
-
-@pytest.fixture
-def orch_process(tmp_path: Path, relay: Any) -> Any:
-    op = OrchProcess(tmp_path, relay.url)
-    yield op
-    op.stop()
-    agents = (relay.orchestrator("orch-crash") or {}).get("agents") or []
-    kill_agents(agents)
-
-
-async def registered(relay: Any, count: int) -> dict[str, Any]:
-    with trio.fail_after(WAIT):
-        await relay.wait_for(lambda: (relay.orchestrator("orch-crash") or {})
-                             .get("registrations", 0) >= count)
-    return relay.orchestrator("orch-crash")
 
 
 async def test_sigkilled_orchestrator_readopts_running_agents(

@@ -11,7 +11,7 @@ from typing import Any
 import trio
 
 from ..conftest import FAKE_AGENT, TOKEN, cli_env
-from .test_agents_e2e import settle
+from .e2e import settle
 
 
 async def ctl(relay_url: str, *args: str) -> subprocess.CompletedProcess[str]:

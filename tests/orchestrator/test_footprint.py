@@ -17,14 +17,13 @@ from typing import Any
 
 import trio
 
-from .test_agents_e2e import settle, spawn_params
-from .test_crash_recovery import OrchProcess, orch_process, registered  # noqa: F401
+from .e2e import OrchProcess, registered, settle, spawn_params
 
 _IMPORTED = re.compile(r"^import time:\s*\d+ \|\s*\d+ \|\s*(\S+)\s*$")
 
 
 async def test_run_on_an_http_relay_never_loads_httpx(
-    relay: Any, orch_process: OrchProcess  # noqa: F811
+    relay: Any, orch_process: OrchProcess
 ) -> None:
     orch_process.env = {"PYTHONPROFILEIMPORTTIME": "1"}
     proc = orch_process.start()

@@ -23,16 +23,11 @@ from orchestrator._errors import RelayUnavailable
 from orchestrator.http._connection import MAX_CHUNK_LINE, MAX_HEAD
 from orchestrator.http._transport import PlainHTTPTransport
 
-from .test_http_transport import Server, get, relay_client, send, start_server
+from .scripted_server import Server, get, relay_client, send
 
 WAIT = 5
 PARTS_BOUND = 10_000  # more pieces than any response here holds: the parser is looping
 REQUEST = b"GET /api/commands/stream HTTP/1.1\r\nHost: relay\r\n\r\n"
-
-
-@pytest.fixture
-async def server(nursery: trio.Nursery) -> Server:
-    return await start_server(nursery)
 
 
 # -- one response, two parsers --------------------------------------------------

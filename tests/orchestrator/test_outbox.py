@@ -13,11 +13,11 @@ import trio.testing
 from orchestrator.daemon._journal import CommandState, Journal
 from orchestrator.daemon._outbox import IDLE_FLUSH, MAX_IN_FLIGHT, Outbox
 
-from .test_http_transport import WAIT, Reply, Server, answer, relay_client, server  # noqa: F401
+from .scripted_server import WAIT, Reply, Server, answer, relay_client
 
 
 async def test_an_agent_report_goes_ahead_of_settles_waiting_to_go(
-    server: Server,  # noqa: F811
+    server: Server,
     tmp_path: Path,
     nursery: trio.Nursery,
 ) -> None:
@@ -55,7 +55,7 @@ async def test_an_agent_report_goes_ahead_of_settles_waiting_to_go(
 
 
 async def test_reports_of_one_agent_keep_their_order_behind_its_settle(
-    server: Server,  # noqa: F811
+    server: Server,
     tmp_path: Path,
     nursery: trio.Nursery,
 ) -> None:
@@ -90,7 +90,7 @@ def slow_autojump() -> trio.testing.MockClock:
 
 
 async def test_delivered_marks_are_committed_once_the_outbox_is_quiet(
-    server: Server,  # noqa: F811
+    server: Server,
     tmp_path: Path,
     nursery: trio.Nursery,
     slow_autojump: trio.testing.MockClock,
@@ -123,7 +123,7 @@ def state_on_disk(path: Path, command_id: str) -> str:
 
 
 async def test_a_report_goes_out_while_settles_fill_every_slot(
-    server: Server,  # noqa: F811
+    server: Server,
     tmp_path: Path,
     nursery: trio.Nursery,
 ) -> None:

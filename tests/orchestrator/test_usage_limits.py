@@ -18,7 +18,7 @@ from orchestrator.daemon._app import run_orchestrator
 
 from ..actors.conftest import wait_dead
 from ..conftest import FAKE_AGENT, TOKEN, cli_env, kill_agents, make_settings
-from .test_agents_e2e import settle, spawn_params, wait_lines
+from .e2e import settle, spawn_params, wait_lines
 
 WAIT = 20
 MB = 1024 * 1024

@@ -53,13 +53,13 @@ class StandIns:
             return []
         return [json.loads(line) for line in self.record.read_text().splitlines()]
 
+    @classmethod
+    def first_on_path(cls, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> StandIns:
+        """An empty set of stand-ins whose directory comes first on PATH for the test."""
+        bin_dir = tmp_path / "stand-in-bin"
+        bin_dir.mkdir()
+        monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ.get('PATH', os.defpath)}")
+        return cls(bin_dir, tmp_path / "calls.jsonl")
+
     def argvs(self) -> list[list[str]]:
         return [call["argv"] for call in self.calls()]
-
-
-@pytest.fixture
-def stand_ins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> StandIns:
-    bin_dir = tmp_path / "stand-in-bin"
-    bin_dir.mkdir()
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ.get('PATH', os.defpath)}")
-    return StandIns(bin_dir, tmp_path / "calls.jsonl")

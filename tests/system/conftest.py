@@ -1,7 +1,7 @@
 """Fixtures for the system tests: the systemd --user sandbox, and wheels to install.
 
-``systemd_user`` is the supervisors tests' fixture (``tests/supervisors/conftest.py``):
-it skips with a reason where the sandbox cannot be had, and fails under CI.
+``systemd_user`` is the shared fixture of ``tests/conftest.py``: it skips with a
+reason where the sandbox cannot be had, and fails under CI.
 ``wheelhouse`` builds, once per session, wheels of this checkout at the
 versions the self-upgrade tests install, in a place the test user can read.
 ``installed_service``: the test installs the user's one
@@ -16,7 +16,6 @@ from collections.abc import Iterator
 
 import pytest
 
-from ..supervisors.conftest import systemd_user  # noqa: F401  (re-exported fixture)
 from ..supervisors.systemd_sandbox_support import SystemdUser, unavailable
 from .sandbox import (
     Wheelhouse,
@@ -44,7 +43,7 @@ VARIANTS = {
 
 
 @pytest.fixture(scope="session")
-def wheelhouse(systemd_user: SystemdUser) -> Iterator[Wheelhouse]:  # noqa: F811
+def wheelhouse(systemd_user: SystemdUser) -> Iterator[Wheelhouse]:
     dest = systemd_user.home / "relay-tests" / f"wheelhouse-{uuid.uuid4().hex[:8]}"
     dest.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -58,7 +57,7 @@ def wheelhouse(systemd_user: SystemdUser) -> Iterator[Wheelhouse]:  # noqa: F811
 
 
 @pytest.fixture
-def installed_service(systemd_user: SystemdUser) -> Iterator[None]:  # noqa: F811
+def installed_service(systemd_user: SystemdUser) -> Iterator[None]:
     """This test may install the user's relay-orchestrator.service (one test at a time)."""
     with service_slot(systemd_user):
         yield

@@ -23,7 +23,7 @@ from orchestrator._version import current_version
 from orchestrator.daemon._app import run_orchestrator
 
 from ..conftest import TOKEN, make_settings
-from ..supervisors.stand_ins import StandIns, stand_ins  # noqa: F401  (fixture)
+from ..supervisors.stand_ins import StandIns
 
 LABEL = "com.example.relay-orchestrator"
 TARGET = "9.0.0"
@@ -37,7 +37,7 @@ async def run_until_stopped(settings: Any, stopped: trio.Event, *,
 
 
 async def test_upgrade_restarts_through_a_detached_kickstart(
-    tmp_path: Path, relay: Any, nursery: trio.Nursery, stand_ins: StandIns  # noqa: F811
+    tmp_path: Path, relay: Any, nursery: trio.Nursery, stand_ins: StandIns
 ) -> None:
     stand_ins.add("launchctl")
     stand_ins.add("relay-orchestrator")  # the non-prefix upgrade command: succeeds
@@ -86,7 +86,7 @@ async def test_upgrade_restarts_through_a_detached_kickstart(
 
 
 async def test_a_restart_that_cannot_be_asked_for_fails_the_upgrade(
-    tmp_path: Path, relay: Any, nursery: trio.Nursery, stand_ins: StandIns  # noqa: F811
+    tmp_path: Path, relay: Any, nursery: trio.Nursery, stand_ins: StandIns
 ) -> None:
     stand_ins.add("relay-orchestrator")  # installs fine; there is no launchctl to restart with
     settings = make_settings(tmp_path, relay.url, supervisor="launchd", self_unit=LABEL,
