@@ -29,6 +29,11 @@ Measured three ways, the two parsers alternated in every repetition:
    allocate), then after the rest of the relay client (what ``run`` loads
    for it) and a workload in memory.
 
+And the other side, for the record: the dev relay's server
+(``devrelay/_asgi_server.py``, h11 since issue 20) in a process of its own
+with an app that answers at once, its CPU per heartbeat on one kept-alive
+connection.
+
 Writes bench/results/http_parser.json. The figures and the decision they
 support are in docs/performance.md ("One HTTP/1.1 parser per side").
 """
@@ -276,6 +281,60 @@ def whole_heartbeat(count: int, port: int) -> float:
     return _timed(run) / count * 1e6
 
 
+# -- the dev relay's server ----------------------------------------------------------------
+
+
+def serve_asgi() -> None:
+    """(``--serve-asgi``) The dev relay's HTTP server with an app that answers
+    ``{}`` at once: prints its port, serves until killed."""
+    from orchestrator.devrelay._asgi_server import serve_asgi as serve_app
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    async def main() -> None:
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        async with trio.open_nursery() as nursery:
+            await nursery.start(serve_app, app, sock)  # listening from here
+            print(sock.getsockname()[1], flush=True)
+
+    trio.run(main)
+
+
+def server_side(count: int) -> float:
+    """µs of the dev relay server's CPU per heartbeat, one kept-alive connection."""
+    import psutil
+
+    server = subprocess.Popen([sys.executable, __file__, "--serve-asgi"], stdout=subprocess.PIPE)
+    try:
+        assert server.stdout is not None
+        port = int(server.stdout.readline())
+        request = (b"POST %s HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\n"
+                   b"Accept: application/json\r\nContent-Type: application/json\r\n"
+                   b"Content-Length: %d\r\n\r\n%s"
+                   % (HEARTBEAT_PATH, HOST, TOKEN, len(HEARTBEAT_BODY), HEARTBEAT_BODY))
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            process = psutil.Process(server.pid)
+            for n in range(count + 200):  # the first 200 warm it up
+                if n == 200:
+                    times = process.cpu_times()
+                    started = times.user + times.system
+                conn.sendall(request)
+                answer = conn.recv(65536)
+                assert answer.endswith(b"\r\n\r\n{}"), answer
+            times = process.cpu_times()
+            return (times.user + times.system - started) / count * 1e6
+    finally:
+        server.kill()
+        server.wait(timeout=10)
+
+
 # -- 3. memory: a fresh interpreter per probe ------------------------------------------
 
 
@@ -352,6 +411,7 @@ def main(args: argparse.Namespace) -> None:
         server.kill()
         server.wait(timeout=10)
     memory = {kind: [_probe(kind) for _ in range(3)] for kind in kinds}
+    served = [server_side(args.requests) for _ in range(args.repeat)]
 
     h11_version = importlib.import_module("h11").__version__
     data: dict[str, Any] = {
@@ -362,6 +422,7 @@ def main(args: argparse.Namespace) -> None:
         "loopback_us": {s: {k: _summary(v) for k, v in by.items()} for s, by in wire.items()},
         "whole_heartbeat_us": _summary(whole),
         "memory": memory,
+        "dev_relay_server_us_per_heartbeat": _summary(served),
     }
     unit = {"heartbeat": "request", "stream": "event", "poll": "response"}
     print(f"HTTP/1.1 client framing, ours against h11 {h11_version}: µs of CPU, "
@@ -389,6 +450,7 @@ def main(args: argparse.Namespace) -> None:
                       f"{parser_mb:.2f} MB ({module_kb:.0f} kB)", "-"))
         print(fmt_row(f"{kind}: probe's RSS after the workload", f"{after_mb:.1f} MB",
                       "≤ 45 MB whole daemon (TARGETS)"))
+    print(fmt_row("dev relay server (h11) per heartbeat", _figure(served), "-"))
     path = write_json("http_parser", data)
     print(f"wrote {path}")
 
@@ -402,10 +464,13 @@ if __name__ == "__main__":
     parser.add_argument("--pace", type=float, default=0.0005, help="s between stream events")
     parser.add_argument("--delay", type=float, default=0.002, help="s before a poll's answer")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--serve-asgi", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--memory-probe", choices=list(CLIENTS), help=argparse.SUPPRESS)
     options = parser.parse_args()
     if options.serve:
         serve()
+    elif options.serve_asgi:
+        serve_asgi()
     elif options.memory_probe:
         memory_probe(options.memory_probe)
     else:
