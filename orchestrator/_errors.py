@@ -10,8 +10,10 @@
 
 Command rejections (bad params, no such agent) live in ``actors`` as
 ``CommandRejected``: they become a ``failed`` settle, never an exception here.
-Third-party errors (httpx, sqlite3, tomllib) are translated at the edge with
-``raise Ours(...) from exc``.
+Third-party errors are translated at the edge with ``raise Ours(...) from exc``:
+those of an exchange with the relay (httpx's, h11's, a socket's, a timeout)
+in one place, ``relay/_foreign.py``; sqlite3's and tomllib's where they are
+called.
 """
 
 from __future__ import annotations

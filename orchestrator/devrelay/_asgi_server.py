@@ -6,7 +6,8 @@ It serves one ASGI 3 application (``http`` scope only; no lifespan, no
 websockets) on a bound socket, inside the caller's nursery:
 
 - keep-alive, as many requests per connection as the client sends, and an
-  idle connection closed after ``KEEP_ALIVE_TIMEOUT`` seconds;
+  idle connection closed after ``KEEP_ALIVE_TIMEOUT`` seconds (an HTTP/1.0
+  client gets one request a connection: h11 keeps no 1.0 connection alive);
 - bounds for a client on the network (``relay --host 0.0.0.0``): once its
   first byte is in, a request's head and body must arrive within
   ``REQUEST_TIMEOUT`` (else 408 and the connection closes), a TLS handshake
@@ -24,24 +25,29 @@ websockets) on a bound socket, inside the caller's nursery:
   started answering, the connection is closed;
 - https when given a server-side ``ssl.SSLContext``.
 
-The request is parsed here (request line, headers, a body by
-``content-length`` or chunked, ``Expect: 100-continue``) and read whole
-before the application runs (at most ``MAX_BODY`` bytes). Why not hypercorn,
-or h11: each cost more CPU per request than the bus's budget for the relay's
-side of a command (docs/performance.md, "What was removed").
+HTTP/1.1 itself (parsing requests, framing responses, keep-alive) is h11's:
+this module only moves bytes between the socket and an ``h11.Connection``,
+and adds what h11 leaves to its user: the deadlines, a bound on the body
+(``MAX_BODY``; the head and trailers are bounded by h11, ``MAX_HEAD``), and
+three refusals RFC 9112 allows and h11 does not make (an HTTP version other
+than 1.x, ``transfer-encoding`` on HTTP/1.0, both ``transfer-encoding`` and
+``content-length``). A request is read whole before the application runs.
+The dev relay is a tool: it has no CPU budget that would justify a parser
+of its own (docs/performance.md).
 """
 
 from __future__ import annotations
 
 import http
+import json
 import logging
-import re
 import socket
 import ssl
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
+import h11
 import trio
 
 from ..http._sockets import READ_SIZE, RawSocketStream
@@ -60,12 +66,9 @@ HANDSHAKE_TIMEOUT = 10.0  # a TLS handshake
 REFUSE_TIMEOUT = 5.0  # an error answer to a client that does not read is given up
 MAX_CONNECTIONS = 1024
 MAX_BODY = 16 * 1024 * 1024
-MAX_HEAD = 64 * 1024
-_METHOD_CHARS = frozenset(
-    b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-)
+MAX_HEAD = 64 * 1024  # a request's head, or a chunked body's trailers
 _REASONS = {status.value: status.phrase.encode() for status in http.HTTPStatus}
-_CHUNK_LINE = re.compile(rb"([0-9A-Fa-f]{1,16})(?:;[^\n]*)?[ \t]*")
+_NO_BODY_STATUS = (204, 304)
 
 
 async def serve_asgi(
@@ -117,13 +120,19 @@ class _BadRequest(Exception):
         self.status = status
 
 
+def _bytes(data: bytes | None) -> bytes:
+    """What ``h11.Connection.send`` gave (None only for ``ConnectionClosed``)."""
+    return data or b""
+
+
 class _Connection:
     def __init__(self, app: ASGIApp, stream: trio.SSLStream[Any] | RawSocketStream,
                  peer: Any, own: Any, scheme: str) -> None:
         self._app = app
         self.stream = stream
         self._scheme = scheme
-        self.buffer = bytearray()
+        self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
+        self.eof = False  # the client closed its side
         self._client = _address(peer)
         self._server = _address(own)
 
@@ -145,28 +154,25 @@ class _Connection:
         finally:
             slots.release()
 
-    async def _fill(self) -> None:
+    async def receive(self) -> None:
+        """Hand h11 what the client sends next (its end, once it closes)."""
         data = await self.stream.receive_some(READ_SIZE)
+        self.h11.receive_data(bytes(data))  # a TLS stream may give a bytearray
         if not data:
-            raise _Gone
-        self.buffer += data
+            self.eof = True
 
-    async def _line(self) -> bytes:
-        while (end := self.buffer.find(b"\r\n")) < 0:
-            if len(self.buffer) > MAX_HEAD:
-                raise _BadRequest(431, "request head too large")
-            await self._fill()
-        line = bytes(self.buffer[:end])
-        del self.buffer[: end + 2]
-        return line
+    async def _next_event(self) -> Any:
+        while (event := self.h11.next_event()) is h11.NEED_DATA:
+            await self.receive()
+        return event
 
     async def _one_request(self) -> bool:
         """Serve one request; True when the connection may carry another."""
-        if not self.buffer:
-            with trio.move_on_after(KEEP_ALIVE_TIMEOUT):
-                await self._fill()
-            if not self.buffer:
-                raise _Gone  # idle too long
+        if not self.h11.trailing_data[0]:  # nothing of the next request yet
+            with trio.move_on_after(KEEP_ALIVE_TIMEOUT) as idle:
+                await self.receive()
+            if idle.cancelled_caught:
+                raise _Gone
         try:
             with trio.move_on_after(REQUEST_TIMEOUT) as late:
                 request = await self._read_request()
@@ -178,141 +184,100 @@ class _Connection:
             return False
         return await _Exchange(self, *request).run()
 
-    async def _read_request(
-        self,
-    ) -> tuple[bytes, bytes, bytes, list[tuple[bytes, bytes]], bytes, bool]:
-        """The next request, read whole: ``(method, target, version, headers, body,
-        keep_alive)``; ``_BadRequest`` when it cannot be served."""
-        while (end := self.buffer.find(b"\r\n\r\n")) < 0:
-            if len(self.buffer) > MAX_HEAD:
-                raise _BadRequest(431, "request head too large")
-            await self._fill()
-        head = bytes(self.buffer[:end])
-        del self.buffer[: end + 4]
-        method, target, version, headers = _parse_head(head)
-        keep_alive = version == b"HTTP/1.1"
-        length = chunked = None
-        expect_continue = False
-        for name, value in headers:
-            if name == b"content-length":
-                if length is not None or not value.isdigit():
-                    raise _BadRequest(400, "bad content-length")
-                length = int(value)
-            elif name == b"transfer-encoding":
-                if chunked or value.lower() != b"chunked":
-                    raise _BadRequest(501, "unsupported transfer-encoding")
-                if version != b"HTTP/1.1":  # RFC 9112 6.1: faulty framing
-                    raise _BadRequest(400, "transfer-encoding on HTTP/1.0")
-                chunked = True
-            elif name == b"connection":
-                tokens = value.lower()
-                if b"close" in tokens:
-                    keep_alive = False
-                elif b"keep-alive" in tokens:
-                    keep_alive = True
-            elif name == b"expect":
-                expect_continue = value.lower() == b"100-continue"
-        if length is not None and chunked:
-            raise _BadRequest(400, "both content-length and transfer-encoding")
-        if (length or chunked) and expect_continue and version == b"HTTP/1.1":
-            await self.stream.send_all(b"HTTP/1.1 100 Continue\r\n\r\n")
-        if chunked:
-            body = await self._chunked_body()
-        else:
-            length = length or 0
-            if length > MAX_BODY:
-                raise _BadRequest(413, "request body too large")
-            while len(self.buffer) < length:
-                await self._fill()
-            body = bytes(self.buffer[:length])
-            del self.buffer[:length]
-        return method, target, version, headers, body, keep_alive
-
-    async def _chunked_body(self) -> bytes:
-        body = bytearray()
-        while True:
-            match = _CHUNK_LINE.fullmatch(await self._line())
-            if match is None:
-                raise _BadRequest(400, "bad chunk size")
-            size = int(match[1], 16)
-            if size == 0:
-                room = MAX_HEAD
-                while line := await self._line():  # trailers, up to a blank line
-                    room -= len(line) + 2
-                    if room < 0:
-                        raise _BadRequest(431, "trailers too large")
-                return bytes(body)
-            if len(body) + size > MAX_BODY:
-                raise _BadRequest(413, "request body too large")
-            while len(self.buffer) < size + 2:
-                await self._fill()
-            if self.buffer[size : size + 2] != b"\r\n":
-                raise _BadRequest(400, "bad chunk end")
-            body += self.buffer[:size]
-            del self.buffer[: size + 2]
-
-    async def refuse(self, status: int, message: str) -> None:
-        body = b'{"error":"%s"}' % message.encode()
+    async def _read_request(self) -> tuple[h11.Request, bytes]:
+        """The next request and its whole body; ``_BadRequest`` when it cannot
+        be served, ``_Gone`` when the client left before sending it all."""
         try:
-            await self.stream.send_all(
-                b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
-                b"connection: close\r\n\r\n%s"
-                % (status, _REASONS.get(status, b""), len(body), body))
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            request = await self._next_event()
+            if not isinstance(request, h11.Request):  # ConnectionClosed: between requests
+                raise _Gone
+            _check(request)
+            if self.h11.they_are_waiting_for_100_continue:
+                await self.stream.send_all(_bytes(self.h11.send(
+                    h11.InformationalResponse(status_code=100, headers=[], reason=b"Continue"))))
+            body = bytearray()
+            while isinstance(event := await self._next_event(), h11.Data):
+                body += event.data
+                if len(body) > MAX_BODY:
+                    raise _BadRequest(413, "request body too large")
+        except h11.RemoteProtocolError as exc:
+            if self.eof:
+                raise _Gone from None  # cut short: nobody to answer
+            raise _BadRequest(exc.error_status_hint, str(exc)) from None
+        return request, bytes(body)
+
+    async def refuse(self, status: int, message: str, *, with_body: bool = True) -> None:
+        """An error answer, then the connection closes; nothing if a response
+        has already begun."""
+        if self.h11.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+            return
+        body = json.dumps({"error": message}).encode() if with_body else b""
+        headers = [(b"content-type", b"application/json"),
+                   (b"content-length", b"%d" % len(body)), (b"connection", b"close")]
+        try:
+            data = _bytes(self.h11.send(
+                h11.Response(status_code=status, headers=headers,
+                             reason=_REASONS.get(status, b""))))
+            if body:
+                data += _bytes(self.h11.send(h11.Data(data=body)))
+            data += _bytes(self.h11.send(h11.EndOfMessage()))
+            await self.stream.send_all(data)
+        except (h11.LocalProtocolError, trio.BrokenResourceError, trio.ClosedResourceError,
+                OSError):
             pass
 
-    def scope(self, method: bytes, target: bytes, version: bytes,
-              headers: list[tuple[bytes, bytes]]) -> Scope:
-        raw_path, _, query = target.partition(b"?")
+    def next_cycle(self) -> bool:
+        """After a response: ready for the next request on this connection, or not."""
+        if self.h11.our_state is h11.DONE and self.h11.their_state is h11.DONE:
+            self.h11.start_next_cycle()
+            return True
+        return False
+
+    def scope(self, request: h11.Request) -> Scope:
+        raw_path, _, query = request.target.partition(b"?")
         return {
             "type": "http",
             "asgi": {"version": "3.0", "spec_version": "2.3"},
-            "http_version": "1.1" if version == b"HTTP/1.1" else "1.0",
-            "method": method.decode("ascii"),
+            "http_version": request.http_version.decode("ascii"),
+            "method": request.method.decode("ascii"),
             "scheme": self._scheme,
             "path": unquote_to_bytes(raw_path).decode("utf-8", "replace"),
             "raw_path": raw_path,
             "query_string": query,
             "root_path": "",
-            "headers": headers,
+            "headers": list(request.headers),
             "client": self._client,
             "server": self._server,
         }
 
 
-def _parse_head(head: bytes) -> tuple[bytes, bytes, bytes, list[tuple[bytes, bytes]]]:
-    lines = head.split(b"\r\n")
-    parts = lines[0].split(b" ")
-    if len(parts) != 3:
-        raise _BadRequest(400, "bad request line")
-    method, target, version = parts
-    if not method or not _METHOD_CHARS.issuperset(method) or not target:
-        raise _BadRequest(400, "bad request line")
-    if version not in (b"HTTP/1.1", b"HTTP/1.0"):
+def _check(request: h11.Request) -> None:
+    """What h11 lets through and this server refuses (RFC 9112 allows both)."""
+    if request.http_version not in (b"1.1", b"1.0"):
         raise _BadRequest(505, "HTTP version not supported")
-    headers = []
-    for line in lines[1:]:
-        name, sep, value = line.partition(b":")
-        if not sep or not name or name != name.strip() or b" " in name:
-            raise _BadRequest(400, "bad header line")
-        headers.append((name.lower(), value.strip()))
-    return method, target, version, headers
+    length = chunked = False
+    for name, value in request.headers:
+        if name == b"content-length":
+            length = True
+            if int(value) > MAX_BODY:  # h11 has checked it is digits
+                raise _BadRequest(413, "request body too large")
+        elif name == b"transfer-encoding":
+            chunked = True
+    if chunked and request.http_version == b"1.0":  # RFC 9112 6.1: faulty framing
+        raise _BadRequest(400, "transfer-encoding on HTTP/1.0")
+    if chunked and length:  # RFC 9112 6.3: smuggling, maybe
+        raise _BadRequest(400, "both content-length and transfer-encoding")
 
 
 class _Exchange:
     """One request and its response: the ASGI ``receive`` and ``send``."""
 
-    def __init__(self, connection: _Connection, method: bytes, target: bytes, version: bytes,
-                 headers: list[tuple[bytes, bytes]], body: bytes, keep_alive: bool) -> None:
+    def __init__(self, connection: _Connection, request: h11.Request, body: bytes) -> None:
         self._connection = connection
-        self._method = method
-        self._target = target
-        self._version = version
-        self._headers = headers
+        self._request = request
         self._body: bytes | None = body
-        self._keep_alive = keep_alive
+        self._head_only = request.method == b"HEAD"
         self._pending_head: bytes | None = None  # headers held back to go with the body
-        self._chunked = False
         self._started = False
         self._finished = False
         self._disconnected = False
@@ -320,22 +285,23 @@ class _Exchange:
     async def run(self) -> bool:
         """Run the application; True when the connection may carry another request."""
         connection = self._connection
-        scope = connection.scope(self._method, self._target, self._version, self._headers)
+        scope = connection.scope(self._request)
         try:
             await connection._app(scope, self.receive, self.send)
         except Exception as exc:
             if _client_gone(exc):
                 raise _Gone from None
-            log.exception("the ASGI application failed on %s %s", self._method.decode(),
-                          self._target.decode("latin-1"))
+            log.exception("the ASGI application failed on %s %s", scope["method"],
+                          self._request.target.decode("latin-1"))
             if not self._started:
-                await connection.refuse(500, "internal server error")
+                await connection.refuse(500, "internal server error",
+                                        with_body=not self._head_only)
             return False
         if not self._finished:
             if not self._started:  # the app returned without answering
-                await connection.refuse(500, "no response")
+                await connection.refuse(500, "no response", with_body=not self._head_only)
             return False  # a response cut short: the client must not wait for more
-        return self._keep_alive and not self._disconnected
+        return not self._disconnected and connection.next_cycle()
 
     async def receive(self) -> Message:
         if self._body is not None:
@@ -349,71 +315,45 @@ class _Exchange:
         """Read until the client goes away (a request that follows is kept for later)."""
         connection = self._connection
         try:
-            while data := await connection.stream.receive_some(READ_SIZE):
-                connection.buffer += data
+            while not connection.eof:
+                await connection.receive()
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             pass
         self._disconnected = True
 
     async def send(self, message: Message) -> None:
         kind = message["type"]
+        h11_connection = self._connection.h11
         if kind == "http.response.start":
             if self._started:
                 raise RuntimeError("http.response.start sent twice")
             self._started = True
-            head = self._head(message["status"], message.get("headers", ()))
-            if self._pending_head is None:
-                await self._write(head)
+            status = message["status"]
+            headers = list(message.get("headers", ()))
+            if status in _NO_BODY_STATUS:
+                self._head_only = True
+            head = _bytes(h11_connection.send(
+                h11.Response(status_code=status, headers=headers,
+                             reason=_REASONS.get(status, b""))))
+            if any(name.lower() == b"content-length" for name, _ in headers):
+                self._pending_head = head  # sent with the body, in one send
             else:
-                self._pending_head = head
+                await self._write(head)
         elif kind == "http.response.body":
             if not self._started or self._finished:
                 raise RuntimeError("http.response.body outside a response")
             body = message.get("body", b"")
-            more = message.get("more_body", False)
             out = self._pending_head or b""
             self._pending_head = None
-            if self._method == b"HEAD":
-                body = b""
-            if self._chunked:
-                if body:
-                    out += b"%x\r\n%s\r\n" % (len(body), body)
-                if not more:
-                    out += b"0\r\n\r\n"
-            else:
-                out += body
-            if not more:
+            if body and not self._head_only:
+                out += _bytes(h11_connection.send(h11.Data(data=body)))
+            if not message.get("more_body", False):
+                out += _bytes(h11_connection.send(h11.EndOfMessage()))
                 self._finished = True
             if out:
                 await self._write(out)
         else:
             raise RuntimeError(f"unsupported ASGI message: {kind}")
-
-    def _head(self, status: int, headers: Any) -> bytes:
-        lines = [b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b""))]
-        length_given = False
-        for name, value in headers:
-            lowered = name.lower()
-            if lowered == b"content-length":
-                length_given = True
-            elif lowered == b"connection" and b"close" in value.lower():
-                self._keep_alive = False
-            lines.append(b"%s: %s\r\n" % (name, value))
-        no_body = status < 200 or status in (204, 304)
-        if length_given:
-            self._pending_head = b""  # marks "send the head with the body"
-        elif not no_body and self._method != b"HEAD":
-            if self._version == b"HTTP/1.1":
-                self._chunked = True
-                lines.append(b"transfer-encoding: chunked\r\n")
-            else:
-                self._keep_alive = False  # the body ends with the connection
-        if not self._keep_alive:
-            lines.append(b"connection: close\r\n")
-        elif self._version == b"HTTP/1.0":
-            lines.append(b"connection: keep-alive\r\n")
-        lines.append(b"\r\n")
-        return b"".join(lines)
 
     async def _write(self, data: bytes) -> None:
         if self._disconnected:

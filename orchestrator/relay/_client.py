@@ -6,8 +6,9 @@ in: docs/performance.md, "Memory"); an ``https://`` relay goes
 through one ``httpx.AsyncClient`` (TLS, certificate checks).
 
 Every answer that is not a success is translated into the ``RelayError``
-tree (``_errors.py``) so callers decide by type: retry, re-register, drop.
-Timeouts are trio cancel scopes around each request.
+tree (``_errors.py``) so callers decide by type: retry, re-register, drop;
+an error status here (``_check``), a foreign error (httpx's, h11's, a
+socket's) and a request's timeout in ``_foreign.py``.
 
 Auth is this module's to report: a refused token, or a token file that
 cannot be read when it is read again after a refusal (missing, empty or
@@ -22,9 +23,8 @@ import json
 import logging
 import re
 import socket
-import sys
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -39,6 +39,7 @@ from .._errors import (
     RelayUnavailable,
 )
 from ..http._transport import PlainHTTPTransport
+from ._foreign import relay_errors
 from ._wire import Heartbeat, Registration, RegistrationAnswer, converter, unstructure
 
 if TYPE_CHECKING:
@@ -225,19 +226,8 @@ class RelayClient:
     async def request(self, method: str, path: str, body: Any = None) -> Any:
         started = trio.current_time() if self.wire else 0.0
         content = None if body is None else _dumps(body)
-        try:
-            # a plain scope: fail_after wraps the same in two generator-based
-            # context managers, measurable at three requests a command
-            with trio.CancelScope(deadline=trio.current_time() + self.request_timeout) as bound:
-                status, answer = await self._exchange(method, path, content)
-        except Exception as exc:
-            if not _is_http_error(exc):
-                raise
-            raise RelayUnavailable(f"{method} {self.base_url}{path}: {_why(exc)}") from exc
-        if bound.cancelled_caught:
-            raise RelayUnavailable(
-                f"{method} {self.base_url}{path}: no answer within {self.request_timeout:g} s"
-            )
+        with relay_errors(method, self.base_url, path, self.request_timeout, bounded=True):
+            status, answer = await self._exchange(method, path, content)
         if self.wire:  # --verbose: one line per exchange; bodies never (they may hold env)
             log.debug("wire %s %s -> %d (%.2f ms)", method, path, status,
                       (trio.current_time() - started) * 1000)
@@ -313,28 +303,24 @@ class RelayClient:
             async with self._plain_stream(path) as chunks:
                 yield chunks
             return
-        import httpx
-
         assert self._http is not None
+        with relay_errors("GET", self.base_url, path, self.request_timeout, bounded=True):
+            request = self._http.build_request(
+                "GET", path, headers={**self._headers(), "Accept": "text/event-stream"}
+            )
+            response = await self._http.send(request, stream=True)
+        translated = None
         try:
-            with trio.fail_after(self.request_timeout):
-                request = self._http.build_request(
-                    "GET", path, headers={**self._headers(), "Accept": "text/event-stream"}
-                )
-                response = await self._http.send(request, stream=True)
-        except trio.TooSlowError as exc:
-            raise RelayUnavailable(f"GET {self.base_url}{path}: no answer") from exc
-        except httpx.HTTPError as exc:
-            raise RelayUnavailable(f"GET {self.base_url}{path}: {exc!r}") from exc
-        try:
-            if response.status_code >= 400:
-                await response.aread()
-                self._check("GET", path, response.status_code, response.content)
-            yield response.aiter_bytes()
-        except httpx.HTTPError as exc:
-            raise RelayUnavailable(f"GET {self.base_url}{path}: {exc!r}") from exc
+            with relay_errors("GET", self.base_url, path, self.request_timeout) as errors:
+                if response.status_code >= 400:
+                    await response.aread()
+                    self._check("GET", path, response.status_code, response.content)
+            translated = errors.parts(response.aiter_bytes())
+            yield translated
         finally:
             with trio.CancelScope(shield=True), trio.move_on_after(1):
+                if translated is not None:
+                    await translated.aclose()
                 await response.aclose()
 
     @asynccontextmanager
@@ -345,25 +331,15 @@ class RelayClient:
         head = [f"GET {prefix}{path} HTTP/1.1", f"Host: {host}"]
         head += [f"{name}: {value}" for name, value in self._headers().items()]
         data = ("\r\n".join([*head, "Accept: text/event-stream", "", ""])).encode("latin-1")
-        try:
-            async with self._transport.open_stream(
-                key, data, head_timeout=self.request_timeout
-            ) as (status, body, parts):
+        async with AsyncExitStack() as stack:  # the stream outlives the translation of its start
+            with relay_errors("GET", self.base_url, path, self.request_timeout) as errors:
+                status, body, parts = await stack.enter_async_context(
+                    self._transport.open_stream(key, data, head_timeout=self.request_timeout))
                 if status >= 400:
                     self._check("GET", path, status, body + b"".join([p async for p in parts]))
-                yield parts
-        except trio.TooSlowError as exc:
-            raise RelayUnavailable(f"GET {self.base_url}{path}: no answer") from exc
-        except Exception as exc:
-            if not _is_http_error(exc):
-                raise
-            raise RelayUnavailable(f"GET {self.base_url}{path}: {exc!r}") from exc
-
-
-def _is_http_error(exc: BaseException) -> bool:
-    """An httpx error (a transport that raised one has loaded httpx)."""
-    httpx = sys.modules.get("httpx")
-    return httpx is not None and isinstance(exc, httpx.HTTPError)
+            translated = errors.parts(parts)
+            stack.push_async_callback(translated.aclose)
+            yield translated
 
 
 # A request target sent as is: the characters RFC 3986 allows in a path and
@@ -400,14 +376,3 @@ def _error_detail(content: bytes) -> str:
             if isinstance(raw.get(key), str):
                 return str(raw[key])[:300]
     return ""
-
-
-def _why(exc: BaseException) -> str:
-    """The transport error in words, with its root cause (a TLS failure says why)."""
-    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-    cause = exc.__cause__ or exc.__context__
-    while cause is not None and cause.__cause__ is not None:
-        cause = cause.__cause__
-    if cause is not None and str(cause) and str(cause) not in text:
-        text += f" ({type(cause).__name__}: {cause})"
-    return text

@@ -25,6 +25,7 @@ import trustme
 from orchestrator.devrelay._asgi_server import (
     HANDSHAKE_TIMEOUT,
     KEEP_ALIVE_TIMEOUT,
+    MAX_BODY,
     MAX_HEAD,
     REQUEST_TIMEOUT,
     serve_asgi,
@@ -82,23 +83,29 @@ async def test_a_well_formed_request_is_answered(nursery: trio.Nursery) -> None:
     assert answer.startswith(b"HTTP/1.1 200 OK\r\n") and answer.endswith(b"\r\n\r\nhi")
 
 
+POST = b"POST / HTTP/1.1\r\nHost: x\r\n"  # RFC 9112 3.2: an HTTP/1.1 request names its host
+CHUNKED = POST + b"Transfer-Encoding: chunked\r\n\r\n"
+
+
 @pytest.mark.parametrize(("request_bytes", "status"), [
     (b"GET /\r\n\r\n", b"400"),
     (b"GET / HTTP/2.0\r\nHost: x\r\n\r\n", b"505"),
     (b"GET / HTTP/1.1\r\nBad Header: x\r\n\r\n", b"400"),
-    (b"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n", b"400"),
-    (b"POST / HTTP/1.1\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n"
+    (b"GET / HTTP/1.1\r\n\r\n", b"400"),  # no Host
+    (b"GET / HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n", b"400"),
+    (POST + b"Content-Length: -1\r\n\r\n", b"400"),
+    (POST + b"Content-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n"
      b"2\r\nhi\r\n0\r\n\r\n", b"400"),
     (b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n", b"400"),
-    (b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n", b"501"),
-    (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n-1\r\nhi\r\n0\r\n\r\n", b"400"),
-    (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0x2\r\nhi\r\n0\r\n\r\n", b"400"),
-    (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n+2\r\nhi\r\n0\r\n\r\n", b"400"),
-    (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhiX\r\n0\r\n\r\n", b"400"),
+    (POST + b"Transfer-Encoding: gzip\r\n\r\n", b"501"),
+    (POST + b"Content-Length: %d\r\n\r\n" % (MAX_BODY + 1), b"413"),
+    (CHUNKED + b"-1\r\nhi\r\n0\r\n\r\n", b"400"),
+    (CHUNKED + b"0x2\r\nhi\r\n0\r\n\r\n", b"400"),
+    (CHUNKED + b"+2\r\nhi\r\n0\r\n\r\n", b"400"),
+    (CHUNKED + b"2\r\nhiX\r\n0\r\n\r\n", b"400"),
     # just over the bound, all of it read before the answer (no reset loses it)
     ((b"GET / HTTP/1.1\r\n" + b"X-A: b\r\n" * (MAX_HEAD // 8))[: MAX_HEAD + 1], b"431"),
-    (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n"
-     + b"X-T: 1\r\n" * (MAX_HEAD // 8 + 1), b"431"),
+    (CHUNKED + b"0\r\n" + b"X-T: 1\r\n" * (MAX_HEAD // 8 + 1), b"431"),
 ])
 async def test_a_malformed_request_is_refused_and_the_connection_closed(
     nursery: trio.Nursery, request_bytes: bytes, status: bytes
@@ -115,8 +122,8 @@ async def test_a_malformed_request_is_refused_and_the_connection_closed(
 @pytest.mark.parametrize("partial_request", [
     b"G",
     b"GET / HTTP/1.1\r\nHost: x\r\n",
-    b"POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc",
-    b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab",
+    POST + b"Content-Length: 10\r\n\r\nabc",
+    CHUNKED + b"5\r\nab",
 ])
 async def test_a_request_sent_in_part_is_given_up_after_one_deadline(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock, partial_request: bytes
@@ -191,8 +198,7 @@ async def test_tls_requests_are_still_served(nursery: trio.Nursery) -> None:
     address = await start(nursery, ssl_context=server_context)
     tcp = await trio.open_tcp_stream(*address)
     async with trio.SSLStream(tcp, client_context, server_hostname="127.0.0.1") as stream:
-        await stream.send_all(b"POST / HTTP/1.1\r\nContent-Length: 2\r\n"
-                              b"Connection: close\r\n\r\nok")
+        await stream.send_all(POST + b"Content-Length: 2\r\nConnection: close\r\n\r\nok")
         with trio.fail_after(WAIT):
             answer = b""
             try:
@@ -209,7 +215,7 @@ async def test_connections_over_the_limit_wait_and_the_limit_is_logged(
     first = await trio.open_tcp_stream(*address)
     second = await trio.open_tcp_stream(*address)
     third = await trio.open_tcp_stream(*address)
-    await third.send_all(b"POST / HTTP/1.1\r\nContent-Length: 1\r\n\r\n3")
+    await third.send_all(POST + b"Content-Length: 1\r\n\r\n3")
     with trio.fail_after(WAIT):
         while not warnings:  # the server logs as it stops accepting
             await trio.testing.wait_all_tasks_blocked()
@@ -225,3 +231,137 @@ async def test_connections_over_the_limit_wait_and_the_limit_is_logged(
     assert answer.startswith(b"HTTP/1.1 200 OK\r\n") and answer.endswith(b"3")
     await second.aclose()
     await third.aclose()
+
+
+# -- what the server does for a well-behaved client ---------------------------------
+
+
+async def app(scope: Any, receive: Any, send: Any) -> None:
+    """``/echo`` answers with the body; ``/stream`` sends two parts, the second
+    once the test says so, then waits for ``http.disconnect``; ``/fail``
+    raises; ``/silent`` returns without answering."""
+    message = await receive()
+    if scope["path"] == "/stream":
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"text/event-stream")]})
+        await send({"type": "http.response.body", "body": b"one", "more_body": True})
+        await scope["state"]["go"].wait()
+        await send({"type": "http.response.body", "body": b"two", "more_body": True})
+        scope["state"]["after"] = await receive()
+        scope["state"]["gone"].set()
+        return
+    if scope["path"] == "/fail":
+        raise RuntimeError("the app broke")
+    if scope["path"] == "/silent":
+        return
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-length", b"%d" % len(message["body"]))]})
+    await send({"type": "http.response.body", "body": message["body"]})
+
+
+async def serve(nursery: trio.Nursery, state: dict[str, Any]) -> tuple[str, int]:
+    async def with_state(scope: Any, receive: Any, send: Any) -> None:
+        await app({**scope, "state": state}, receive, send)
+
+    sock = bound_socket()
+    await nursery.start(partial(serve_asgi, with_state, sock))
+    return sock.getsockname()[:2]
+
+
+async def read_until(stream: trio.abc.ReceiveStream, buffer: bytearray, end: bytes) -> bytes:
+    """The bytes up to and including ``end`` (the rest stays in ``buffer``)."""
+    while (at := buffer.find(end)) < 0:
+        data = await stream.receive_some(65536)
+        assert data, f"closed before {end!r}: {bytes(buffer)!r}"
+        buffer += data
+    out = bytes(buffer[: at + len(end)])
+    del buffer[: at + len(end)]
+    return out
+
+
+async def test_pipelined_requests_are_answered_in_order_on_one_connection(
+    nursery: trio.Nursery,
+) -> None:
+    address = await serve(nursery, {})
+    async with await trio.open_tcp_stream(*address) as stream:
+        await stream.send_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\na"
+                              b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nb")
+        buffer = bytearray()
+        with trio.fail_after(WAIT):
+            first = await read_until(stream, buffer, b"\r\n\r\na")
+            second = await read_until(stream, buffer, b"\r\n\r\nb")
+            await stream.send_all(POST.replace(b"/", b"/echo", 1)
+                                  + b"Content-Length: 1\r\nConnection: close\r\n\r\nc")
+            third = await read_all(stream)
+    assert first.startswith(b"HTTP/1.1 200 OK\r\n") and second.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert bytes(buffer) == b""
+    assert third.startswith(b"HTTP/1.1 200 OK\r\n") and third.endswith(b"\r\n\r\nc")
+
+
+@pytest.mark.parametrize(("version", "framing"), [(b"1.1", b"chunked"), (b"1.0", b"close")])
+async def test_a_stream_is_sent_as_it_comes_and_learns_of_the_client_leaving(
+    nursery: trio.Nursery, version: bytes, framing: bytes
+) -> None:
+    state = {"go": trio.Event(), "gone": trio.Event()}
+    address = await serve(nursery, state)
+    stream = await trio.open_tcp_stream(*address)
+    buffer = bytearray()
+    with trio.fail_after(WAIT):
+        await stream.send_all(b"GET /stream HTTP/%s\r\nHost: x\r\n\r\n" % version)
+        head = (await read_until(stream, buffer, b"\r\n\r\n")).lower()
+        assert head.startswith(b"http/1.1 200 ok\r\n")
+        if framing == b"chunked":
+            assert b"transfer-encoding: chunked" in head
+            assert await read_until(stream, buffer, b"one\r\n") == b"3\r\none\r\n"
+        else:
+            assert b"connection: close" in head and b"transfer-encoding" not in head
+            assert await read_until(stream, buffer, b"one") == b"one"
+        state["go"].set()
+        assert (await read_until(stream, buffer, b"two")).endswith(b"two")
+        await stream.aclose()
+        await state["gone"].wait()
+    assert state["after"] == {"type": "http.disconnect"}
+
+
+async def test_a_client_expecting_100_continue_is_told_to_send_the_body(
+    nursery: trio.Nursery,
+) -> None:
+    address = await serve(nursery, {})
+    async with await trio.open_tcp_stream(*address) as stream:
+        buffer = bytearray()
+        with trio.fail_after(WAIT):
+            await stream.send_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
+                                  b"Expect: 100-continue\r\n\r\n")
+            assert await read_until(stream, buffer, b"\r\n\r\n") == (
+                b"HTTP/1.1 100 Continue\r\n\r\n")
+            await stream.send_all(b"ok")
+            answer = await read_until(stream, buffer, b"\r\n\r\nok")
+    assert answer.startswith(b"HTTP/1.1 200 OK\r\n")
+
+
+async def test_a_head_request_gets_the_head_alone(nursery: trio.Nursery) -> None:
+    address = await serve(nursery, {})
+    async with await trio.open_tcp_stream(*address) as stream:
+        buffer = bytearray()
+        with trio.fail_after(WAIT):
+            await stream.send_all(b"HEAD /echo HTTP/1.1\r\nHost: x\r\n\r\n"
+                                  b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\n!")
+            head = await read_until(stream, buffer, b"\r\n\r\n")
+            after = await read_until(stream, buffer, b"\r\n\r\n!")
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n") and b"content-length: 0" in head.lower()
+    assert after.startswith(b"HTTP/1.1 200 OK\r\n")  # nothing between the two
+
+
+@pytest.mark.parametrize("path", [b"/fail", b"/silent"])
+async def test_an_app_that_fails_or_says_nothing_gives_a_500(
+    nursery: trio.Nursery, path: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    address = await serve(nursery, {})
+    async with await trio.open_tcp_stream(*address) as stream:
+        await stream.send_all(b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % path)
+        with trio.fail_after(WAIT):
+            answer = await read_all(stream)
+    assert answer.startswith(b"HTTP/1.1 500 Internal Server Error\r\n")
+    assert b"connection: close" in answer.lower()
+    if path == b"/fail":
+        assert "the ASGI application failed on GET /fail" in caplog.text

@@ -1,5 +1,5 @@
 """What the daemon loads: memory kept honest by not importing what ``run`` does
-not use. No dev relay (starlette, its server), no httpx for an http:// relay
+not use. No dev relay (starlette, its server, h11), no httpx for an http:// relay
 (nor the standard-library modules it pulls in: email, http.client…), no
 importlib.metadata for its own version; and no import tricks (TARGETS.md):
 the modules it does load are the real ones.
@@ -49,6 +49,8 @@ async def test_run_on_an_http_relay_never_loads_httpx(
     assert "command stream open" in "\n".join(lines)  # the stream, not polling
     loaded = sorted(m for m in modules if m == "httpx" or m.startswith(("httpx.", "httpcore")))
     assert loaded == []
+    # nor h11: the client frames HTTP/1.1 itself (bench/http_parser.py says why)
+    assert not [m for m in modules if m == "h11" or m.startswith("h11.")]
     # its version read from its own metadata file: no importlib.metadata, no email parser
     assert not {"importlib.metadata", "email", "email.parser"} & modules
     # nor the dev relay (starlette costs memory the daemon does not need)

@@ -672,3 +672,55 @@ async def test_an_event_stream_never_answered_is_relay_unavailable_in_time(
             async with client.stream("orch:o1") as lines:
                 [line async for line in lines]
         assert trio.current_time() - started == pytest.approx(10.0)
+
+
+# -- foreign errors on every path (the table is relay/_foreign.py's) ----------------------
+
+
+async def test_what_the_stream_consumer_raises_is_not_translated(server: Server) -> None:
+    """The feed reads the stream inside ``client.stream()``: an OSError of its
+    own (a full disk, say) must not pass for the relay being unavailable."""
+    server.script(send(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+                       chunk(b"data: 1\n\n")))
+    async with relay_client(server.base) as client:
+        with trio.fail_after(WAIT), pytest.raises(OSError, match="No space left"):
+            async with client.stream("orch:o1") as chunks:
+                async for _ in chunks:
+                    raise OSError(28, "No space left on device")
+
+
+@pytest.mark.parametrize("under", ["ours", "httpcore"])
+async def test_a_stream_through_httpx_cut_short_is_relay_unavailable(
+    server: Server, under: str
+) -> None:
+    """The path of an https:// relay (or one the lean transport cannot speak to
+    alone): httpx's client, over our transport or over httpcore and h11."""
+    server.script(send(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+                       chunk(b"data: 1\n\n"), b"40\r\npart", close=True))
+    transport = PlainHTTPTransport() if under == "ours" else httpx.AsyncHTTPTransport()
+    async with make_http_client(server.base, transport=transport) as http:
+        client = RelayClient(server.base, lambda: "tok", http=http)
+        seen: list[bytes] = []
+        with trio.fail_after(WAIT), pytest.raises(RelayUnavailable) as info:
+            async with client.stream("orch:o1") as chunks:
+                async for part in chunks:
+                    seen.append(part)
+    assert b"".join(seen).startswith(b"data: 1\n\n")
+    assert str(info.value).startswith(
+        f"GET {server.base}/api/commands/stream?target=orch%3Ao1: RemoteProtocolError: ")
+    assert isinstance(info.value.__cause__, httpx.RemoteProtocolError)
+
+
+async def test_a_garbled_answer_through_httpcore_and_h11_is_relay_unavailable(
+    server: Server,
+) -> None:
+    server.script(send(b"HTTP/1.1 2OO OK\r\n\r\n", close=True), answer({"n": 2}))
+    async with make_http_client(server.base, transport=httpx.AsyncHTTPTransport()) as http:
+        client = RelayClient(server.base, lambda: "tok", http=http)
+        with trio.fail_after(WAIT):
+            with pytest.raises(RelayUnavailable) as info:
+                await client.get_command("cmd_1")
+            assert await client.get_command("b") == {"n": 2}
+    assert str(info.value).startswith(
+        f"GET {server.base}/api/commands/cmd_1: RemoteProtocolError: ")
+    assert isinstance(info.value.__cause__, httpx.RemoteProtocolError)
