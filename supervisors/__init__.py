@@ -27,6 +27,11 @@ from ._install import apply as apply
 from ._install import linger_note as linger_note
 from ._install import plan_install as plan_install
 from ._install import plan_uninstall as plan_uninstall
+from ._installed import LAUNCHD_DEFAULT_PATH as LAUNCHD_DEFAULT_PATH
+from ._installed import SYSTEMD_DEFAULT_PATH as SYSTEMD_DEFAULT_PATH
+from ._installed import InstalledService as InstalledService
+from ._installed import find_installed as find_installed
+from ._installed import parse_env_file as parse_env_file
 from ._launch import DirectLauncher as DirectLauncher
 from ._launch import Launched as Launched
 from ._launch import LaunchSpec as LaunchSpec
@@ -47,15 +52,18 @@ from ._systemd_backend import SystemdBackend as SystemdBackend
 from ._systemd_backend import UnitStatus as UnitStatus
 
 __all__ = [
+    "LAUNCHD_DEFAULT_PATH",
     "LAUNCHD_LABEL",
     "SUPERVISOR_CHOICES",
     "SUPERVISOR_ENV_KEYS",
+    "SYSTEMD_DEFAULT_PATH",
     "SYSTEMD_UNIT",
     "TOKEN_ENV",
     "DirectLauncher",
     "HostSupervisor",
     "InstallError",
     "InstallPlan",
+    "InstalledService",
     "LaunchError",
     "LaunchSpec",
     "Launched",
@@ -79,10 +87,12 @@ __all__ = [
     "apply",
     "child_env",
     "detect",
+    "find_installed",
     "launch_direct_sync",
     "linger_note",
     "notify",
     "open_backend",
+    "parse_env_file",
     "plan_install",
     "plan_uninstall",
     "unit_status",

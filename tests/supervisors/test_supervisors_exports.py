@@ -13,6 +13,9 @@ EXPECTED = {
     "SystemdLauncher", "SystemdSupervisor", "UnitStatus", "WriteFile", "apply", "child_env",
     "detect", "launch_direct_sync", "linger_note", "notify", "open_backend", "plan_install",
     "plan_uninstall", "unit_status", "watchdog_interval",
+    # what an installed service runs with (doctor)
+    "InstalledService", "LAUNCHD_DEFAULT_PATH", "SYSTEMD_DEFAULT_PATH", "find_installed",
+    "parse_env_file",
 }  # fmt: skip
 
 
