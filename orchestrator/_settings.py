@@ -183,19 +183,21 @@ class Settings:
         return out
 
 
-def read_token_file(path: Path) -> str:
+def read_token_file(path: Path, what: str = "--token-file") -> str:
+    """The file's text, stripped; ConfigError naming ``what`` and the file when
+    it cannot be read, is open to group or others, or is empty."""
     try:
         st = path.stat()
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigError(f"--token-file {path}: cannot read: {exc.strerror}") from exc
+        raise ConfigError(f"{what} {path}: cannot read: {exc.strerror}") from exc
     if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise ConfigError(
-            f"--token-file {path}: readable by group or others; fix with: chmod 600 {path}"
+            f"{what} {path}: readable by group or others; fix with: chmod 600 {path}"
         )
     token = text.strip()
     if not token:
-        raise ConfigError(f"--token-file {path}: file is empty")
+        raise ConfigError(f"{what} {path}: file is empty")
     return token
 
 
@@ -241,8 +243,13 @@ def _load_file(path: Path, explicit: bool) -> dict[str, Any]:
 def load_settings(
     flags: Mapping[str, Any] | argparse.Namespace | None = None,
     environ: Mapping[str, str] | None = None,
+    *,
+    check_files: bool = True,
 ) -> Settings:
-    """Resolve every setting; raises ConfigError naming the option or file."""
+    """Resolve every setting; raises ConfigError naming the option or file.
+
+    ``check_files=False`` leaves the token and CA files unread (``doctor``
+    reports on them itself)."""
     if isinstance(flags, argparse.Namespace):
         flags = vars(flags)
     flags = dict(flags or {})
@@ -291,6 +298,8 @@ def load_settings(
         config_path=config_path if config_path.exists() else None,
         sources=sources,
     )
+    if not check_files:
+        return settings
     if settings.token_file is not None:
         read_token_file(settings.token_file)  # fail now, with the fix in the message
     if settings.ca_file is not None and not settings.ca_file.is_file():

@@ -13,8 +13,9 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from .._errors import ConfigError
-from .._settings import add_setting_flags, load_settings
+from .._settings import add_setting_flags
+from ._relay_http import query, relay_client, segment
+from ._service import settings_with_recorded
 
 if TYPE_CHECKING:
     import httpx  # loaded by `ctl` only: `run` never needs it for an http:// relay
@@ -67,15 +68,10 @@ def register(sub: Any) -> None:
 
 
 def _client(args: argparse.Namespace) -> httpx.Client:
-    import httpx
-
-    settings = load_settings(args)
-    if not settings.relay_url:
-        raise ConfigError("--relay-url is required (or RELAY_ORCHESTRATOR_RELAY_URL)")
-    token = settings.read_token()
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    return httpx.Client(base_url=settings.relay_url, headers=headers, timeout=10.0,
-                        trust_env=False)
+    """The relay and token of the flags, else the environment, else what
+    ``install`` recorded (the token it stored only for the relay it recorded)."""
+    settings = settings_with_recorded(args)
+    return relay_client(settings, settings.read_token())
 
 
 def _call(http: httpx.Client, method: str, path: str, body: Any = None) -> Any:
@@ -118,25 +114,24 @@ def _dispatch(http: httpx.Client, args: argparse.Namespace) -> Any:
                            ("workspaceMode", args.workspace_mode)):
             if value is not None:
                 body[key] = value
-        return _call(http, "POST", f"/api/orchestrators/{args.orchestrator}/spawn", body)
+        return _call(http, "POST", f"/api/orchestrators/{segment(args.orchestrator)}/spawn",
+                     body)
     if action in ("stop", "restart", "compact"):
         body = {"action": action}
         if getattr(args, "timeout_ms", None) is not None:
             body["timeoutMs"] = args.timeout_ms
-        return _call(http, "POST", f"/api/agents/{args.agent}/action", body)
+        return _call(http, "POST", f"/api/agents/{segment(args.agent)}/action", body)
     if action == "upgrade":
-        return _call(http, "POST", f"/api/orchestrators/{args.orchestrator}/action",
+        return _call(http, "POST", f"/api/orchestrators/{segment(args.orchestrator)}/action",
                      {"action": "upgrade", "targetVersion": args.target_version,
                       "force": args.force})
     if action == "agents":
         if args.orchestrator:
-            return [_call(http, "GET", f"/api/orchestrators/{args.orchestrator}")]
+            return [_call(http, "GET", f"/api/orchestrators/{segment(args.orchestrator)}")]
         raw = _call(http, "GET", "/api/orchestrators")
         return raw.get("orchestrators", raw) if isinstance(raw, dict) else raw
     if action == "commands":
-        query = "&".join(f"{k}={v}" for k, v in (("target", args.target), ("status", args.status))
-                         if v)
-        raw = _call(http, "GET", "/api/commands" + (f"?{query}" if query else ""))
+        raw = _call(http, "GET", "/api/commands" + query(target=args.target, status=args.status))
         return raw.get("commands", raw) if isinstance(raw, dict) else raw
     raise CtlError(f"unknown action {action}")
 

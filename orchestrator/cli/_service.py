@@ -21,12 +21,19 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import attrs
 import trio
 
 import supervisors
 
 from .._errors import ConfigError
-from .._settings import Settings, add_setting_flags, default_config_path, load_settings
+from .._settings import (
+    Settings,
+    add_setting_flags,
+    default_config_path,
+    load_settings,
+    read_token_file,
+)
 from .._version import DISTRIBUTION, current_version
 
 INSTALLED_ENV = "installed.env"
@@ -67,10 +74,49 @@ def recorded_env() -> dict[str, str]:
     return out
 
 
-def settings_with_recorded(args: argparse.Namespace) -> Settings:
-    """Flags and environment as usual; what install recorded fills the gaps."""
-    env = {**recorded_env(), **os.environ}
-    return load_settings(args, environ=env)
+def settings_with_recorded(args: argparse.Namespace, *, check_files: bool = True) -> Settings:
+    """Flags and environment as usual; what install recorded fills the gaps,
+    the token it stored included (``recorded_token_file``)."""
+    recorded = recorded_env()
+    settings = load_settings(args, environ={**recorded, **os.environ}, check_files=check_files)
+    path = recorded_token_file(settings, recorded)
+    if path is None or not check_files:
+        return settings
+    return attrs.evolve(settings, token_env=read_recorded_token(path))
+
+
+# Where install stores the token: systemd's EnvironmentFile=, launchd's --token-file.
+TOKEN_FILES = ("token.env", "token")
+
+
+def recorded_token_file(settings: Settings, recorded: dict[str, str] | None = None
+                        ) -> Path | None:
+    """The file ``install`` stored the token in, when ``settings`` have no
+    token of their own and name the relay ``install`` recorded (a relay named
+    by a flag or the environment never gets a token it was not given)."""
+    if settings.token_file is not None or settings.token_env is not None:
+        return None
+    recorded = recorded_env() if recorded is None else recorded
+    url = recorded.get("RELAY_ORCHESTRATOR_RELAY_URL", "").rstrip("/")
+    if not url or settings.relay_url != url:
+        return None
+    for name in TOKEN_FILES:
+        path = config_dir() / name
+        if path.exists():
+            return path
+    return None
+
+
+def read_recorded_token(path: Path) -> str:
+    """The token in a file ``install`` wrote; ConfigError, with the fix, when it
+    cannot be read, is readable by group or others, or holds none."""
+    text = read_token_file(path, "the token file install wrote,")
+    if path.name != "token.env":
+        return text
+    token = supervisors.parse_env_file(text).get(supervisors.TOKEN_ENV, "").strip()
+    if not token:
+        raise ConfigError(f"{path}: no {supervisors.TOKEN_ENV}= line")
+    return token
 
 
 def host_kind() -> str:

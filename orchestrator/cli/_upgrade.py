@@ -7,8 +7,9 @@ import subprocess
 import sys
 from typing import Any
 
-from .._settings import add_setting_flags, load_settings
+from .._settings import add_setting_flags
 from .._version import DISTRIBUTION
+from ._service import settings_with_recorded
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
@@ -27,7 +28,8 @@ def cmd_upgrade(args: argparse.Namespace) -> int:
         print(f"relay-orchestrator: --version: not a semver version: {args.target_version}",
               file=sys.stderr)
         return 2
-    settings = load_settings(args)
+    # The find-links and index install recorded; no token needed.
+    settings = settings_with_recorded(args, check_files=False)
     from ..upgrade._install import pip_source_args
 
     argv = [sys.executable, "-m", "pip", "install", "--disable-pip-version-check", "-q",

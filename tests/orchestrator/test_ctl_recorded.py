@@ -1,0 +1,165 @@
+"""``ctl`` with what ``install`` recorded, and the ids it puts in URL paths.
+
+After ``install`` (its files written for real, as ``install`` writes them:
+``installed.env``, and the token in ``token.env`` for systemd or ``token``
+for launchd), ``ctl`` needs no flag and no environment; a flag or the
+environment still wins, and the stored token goes only to the relay it was
+recorded with.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+import supervisors
+
+from ..conftest import TOKEN, cli_env
+
+WAIT = 60.0
+
+
+def record_install(home: Path, relay_url: str, kind: str, token: str = TOKEN) -> Path:
+    """The files ``install`` writes, written as it writes them; the config dir."""
+    config = home / ".config"
+    config_dir = config / "relay-orchestrator"
+    config_dir.mkdir(parents=True, mode=0o700)
+    plan = supervisors.plan_install(
+        kind,  # type: ignore[arg-type]
+        exec_argv=[sys.executable, "-m", "orchestrator"],
+        settings_env={"RELAY_ORCHESTRATOR_RELAY_URL": relay_url}, token=token,
+        config_dir=config_dir, home=home, runtime_root=None, uid=os.getuid(), user=None,
+        xdg_config_home=config,
+    )
+    for step in plan.files:
+        step.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(step.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, step.mode)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(step.content)
+    fd = os.open(config_dir / "installed.env", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(f"RELAY_ORCHESTRATOR_RELAY_URL={relay_url}\n")
+    return config_dir
+
+
+def run_ctl(home: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator", "ctl", *args], capture_output=True, text=True,
+        timeout=WAIT,
+        env=cli_env(HOME=str(home), XDG_CONFIG_HOME=str(home / ".config"), **env))
+
+
+class Recorder:
+    """A relay stand-in on loopback that answers 404 and keeps each request's
+    line and Authorization header (what went on the wire, byte for byte)."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, str | None]] = []
+        recorder = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def answer(self) -> None:
+                recorder.requests.append((self.requestline, self.headers.get("Authorization")))
+                body = b'{"error": "not here"}'
+                self.send_response(404)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = answer
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+
+@pytest.fixture
+def recorder() -> Iterator[Recorder]:
+    rec = Recorder()
+    thread = threading.Thread(target=rec.server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield rec
+    finally:
+        rec.server.shutdown()
+        rec.server.server_close()
+        thread.join(timeout=WAIT)
+
+
+@pytest.mark.parametrize("kind", ["systemd", "launchd"])
+async def test_ctl_uses_the_relay_and_token_install_recorded(
+    relay: Any, start_orchestrator: Any, tmp_path: Path, kind: str,
+) -> None:
+    orch = await start_orchestrator()
+    home = tmp_path / "home"
+    config_dir = record_install(home, relay.url, kind)
+    assert (config_dir / ("token.env" if kind == "systemd" else "token")).stat().st_mode & 0o77 == 0
+    out = await trio.to_thread.run_sync(lambda: run_ctl(home, "agents", "--json"))
+    assert out.returncode == 0, out.stderr
+    assert [o["id"] for o in json.loads(out.stdout)] == [orch.id]
+    # The environment still wins over what was recorded: a wrong token is refused.
+    out = await trio.to_thread.run_sync(
+        lambda: run_ctl(home, "agents", RELAY_ORCHESTRATOR_TOKEN="not-the-token"))
+    assert out.returncode == 1 and "relay answered 401" in out.stderr
+
+
+def test_the_recorded_token_goes_only_to_the_recorded_relay(
+    tmp_path: Path, recorder: Recorder,
+) -> None:
+    home = tmp_path / "home"
+    record_install(home, recorder.url, "systemd")
+    assert run_ctl(home, "agents").returncode == 1  # the recorder answers 404
+    other = recorder.url.replace("127.0.0.1", "localhost")  # another relay, by its URL
+    assert run_ctl(home, "agents", "--relay-url", other).returncode == 1
+    assert recorder.requests == [("GET /api/orchestrators HTTP/1.1", f"Bearer {TOKEN}"),
+                                 ("GET /api/orchestrators HTTP/1.1", None)]
+
+
+def test_a_recorded_token_file_open_to_others_is_refused_with_the_fix(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    config_dir = record_install(home, "http://127.0.0.1:9", "systemd")
+    (config_dir / "token.env").chmod(0o644)
+    out = run_ctl(home, "agents")
+    assert out.returncode == 2
+    assert f"readable by group or others; fix with: chmod 600 {config_dir / 'token.env'}" \
+        in out.stderr
+
+
+def test_ids_are_one_escaped_path_segment(tmp_path: Path, recorder: Recorder) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    odd = "ag/1?x=1#y z"
+    for args in (["stop", odd], ["agents", odd], ["upgrade", odd, "--version", "1.2.3"],
+                 ["spawn", odd, "--provider", "command"],
+                 ["commands", "--target", "orch:a b&c", "--status", "pending"]):
+        out = run_ctl(home, *args, "--relay-url", recorder.url, RELAY_ORCHESTRATOR_TOKEN=TOKEN)
+        assert out.returncode == 1 and "relay answered 404" in out.stderr, out.stderr
+    assert [line for line, _ in recorder.requests] == [
+        "POST /api/agents/ag%2F1%3Fx%3D1%23y%20z/action HTTP/1.1",
+        "GET /api/orchestrators/ag%2F1%3Fx%3D1%23y%20z HTTP/1.1",
+        "POST /api/orchestrators/ag%2F1%3Fx%3D1%23y%20z/action HTTP/1.1",
+        "POST /api/orchestrators/ag%2F1%3Fx%3D1%23y%20z/spawn HTTP/1.1",
+        "GET /api/commands?target=orch%3Aa+b%26c&status=pending HTTP/1.1",
+    ]
+
+
+async def test_the_dev_relay_reads_an_odd_id_whole(relay: Any, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    out = await trio.to_thread.run_sync(lambda: run_ctl(
+        home, "stop", "ag ?x=1#y", "--relay-url", relay.url, RELAY_ORCHESTRATOR_TOKEN=TOKEN))
+    assert out.returncode == 1
+    assert "relay answered 404: agent not found: ag ?x=1#y" in out.stderr
