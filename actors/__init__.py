@@ -17,6 +17,8 @@ from ._fields import CONFIG_READER as CONFIG_READER
 from ._fields import FieldError as FieldError
 from ._fields import Fields as Fields
 from ._fleet import AgentFleet as AgentFleet
+from ._logins import login_evidence as login_evidence
+from ._logins import login_places as login_places
 from ._output import LogFollower as LogFollower
 from ._output import agent_log_path as agent_log_path
 from ._output import tail_lines as tail_lines
@@ -39,6 +41,8 @@ __all__ = [
     "ProviderConfig",
     "Reporter",
     "agent_log_path",
+    "login_evidence",
+    "login_places",
     "provider_config_from_table",
     "tail_lines",
 ]

@@ -18,6 +18,8 @@ def test_public_names_are_pinned() -> None:
         "ProviderConfig",
         "Reporter",
         "agent_log_path",
+        "login_evidence",
+        "login_places",
         "provider_config_from_table",
         "tail_lines",
     ]
