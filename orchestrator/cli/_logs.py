@@ -10,7 +10,6 @@ backups that hold it.
 from __future__ import annotations
 
 import argparse
-import sqlite3
 import sys
 import time
 from collections.abc import Iterator
@@ -20,6 +19,7 @@ from typing import Any
 import actors
 
 from .._settings import add_setting_flags
+from ._agents import find_agent
 from ._service import settings_with_recorded
 
 POLL = 0.2  # follow: a file has no portable change event; 0.2 s is what tail -f does (1 s)
@@ -27,28 +27,9 @@ POLL = 0.2  # follow: a file has no portable change event; 0.2 s is what tail -f
 
 def find_agent_log(state_dir: Path, query: str) -> Path | None:
     """The log of the agent whose agentId, label or tmux session is ``query``."""
-    direct = actors.agent_log_path(state_dir, query)
-    if direct.exists():
-        return direct
-    db = state_dir / "journal.sqlite3"
-    if not db.exists():
-        return None
-    import json
-
-    try:
-        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-        rows = con.execute("SELECT agent_id, record FROM agents").fetchall()
-        con.close()
-    except sqlite3.Error:
-        return None
-    for agent_id, raw in rows:
-        try:
-            agent = json.loads(raw).get("agent") or {}
-        except ValueError:
-            continue
-        if query in (agent.get("label"), agent.get("tmuxSession"), agent.get("sessionName")):
-            return actors.agent_log_path(state_dir, agent_id)
-    return None
+    found = find_agent(state_dir, query)
+    path = None if found is None else actors.agent_log_path(state_dir, found.agent_id)
+    return path if path is not None and path.exists() else None
 
 
 def tail_log(path: Path, count: int) -> list[str]:

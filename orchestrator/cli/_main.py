@@ -14,11 +14,11 @@ from collections.abc import Callable, Sequence
 
 from .._errors import ConfigError
 from .._version import current_version
-from . import _ctl, _dev, _doctor, _logs, _relay, _run, _service, _status, _upgrade
+from . import _attach, _ctl, _dev, _doctor, _logs, _relay, _run, _service, _status, _upgrade
 from ._exit import EXIT_OK, EXIT_USAGE
 
 # In the order ``--help`` lists them.
-COMMANDS = (_run, _dev, _relay, _status, _upgrade, _ctl, _service, _logs, _doctor)
+COMMANDS = (_run, _dev, _relay, _status, _upgrade, _ctl, _service, _logs, _attach, _doctor)
 
 
 class _Parser(argparse.ArgumentParser):
