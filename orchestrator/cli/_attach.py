@@ -31,8 +31,7 @@ from ._service import settings_with_recorded
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
-    p = sub.add_parser("attach", help="attach this terminal to an agent's tmux session "
-                       "(detach with C-b d; the agent goes on)")
+    p = sub.add_parser("attach", help="attach this terminal to an agent's tmux session")
     p.add_argument("agent", help="agentId, label or tmux session")
     p.add_argument("-r", "--read-only", action="store_true",
                    help="watch only: what is typed goes nowhere")

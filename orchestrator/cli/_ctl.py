@@ -37,33 +37,38 @@ def register(sub: Any) -> None:
 
     p = ctl_sub.add_parser("spawn", help="spawn an agent on an orchestrator")
     p.add_argument("orchestrator", help="orchestrator id")
-    p.add_argument("--provider", required=True)
-    p.add_argument("--cwd")
-    p.add_argument("--label")
-    p.add_argument("--agent-id")
-    p.add_argument("--model")
-    p.add_argument("--prompt")
-    p.add_argument("--workspace-mode", choices=["shared", "isolated", "inherit"])
-    p.add_argument("--tag", action="append", default=[], dest="tags")
+    p.add_argument("--provider", required=True, help="claude, codex, gemini, command, …")
+    p.add_argument("--cwd", help="the agent's working directory (within the base dir)")
+    p.add_argument("--label", help="a name for people")
+    p.add_argument("--agent-id", help="the agent's id (default: the orchestrator makes one)")
+    p.add_argument("--model", help="the model to ask the CLI for")
+    p.add_argument("--prompt", help="the first prompt")
+    p.add_argument("--workspace-mode", choices=["shared", "isolated", "inherit"],
+                   help="shared (the cwd itself), isolated (a git worktree of its own) "
+                   "or inherit (the orchestrator's default)")
+    p.add_argument("--tag", action="append", default=[], dest="tags",
+                   help="a tag (repeat for more)")
     p.add_argument("provider_args", nargs="*", help="providerArgs (after --)")
     common(p)
     for action in ("stop", "restart", "compact"):
         p = ctl_sub.add_parser(action, help=f"{action} an agent")
         p.add_argument("agent", help="agent id")
         if action == "stop":
-            p.add_argument("--timeout-ms", type=int)
+            p.add_argument("--timeout-ms", type=int,
+                           help="how long the agent may take to quit before SIGKILL")
         common(p)
     p = ctl_sub.add_parser("upgrade", help="ask an orchestrator to upgrade itself")
-    p.add_argument("orchestrator")
-    p.add_argument("--version", dest="target_version", required=True)
-    p.add_argument("--force", action="store_true")
+    p.add_argument("orchestrator", help="orchestrator id")
+    p.add_argument("--version", dest="target_version", required=True,
+                   help="the version to upgrade to")
+    p.add_argument("--force", action="store_true", help="also to an older version (a downgrade)")
     common(p)
     p = ctl_sub.add_parser("agents", help="list orchestrators and their agents")
-    p.add_argument("orchestrator", nargs="?")
+    p.add_argument("orchestrator", nargs="?", help="only this orchestrator")
     common(p)
-    p = ctl_sub.add_parser("commands", help="list commands")
-    p.add_argument("--target")
-    p.add_argument("--status")
+    p = ctl_sub.add_parser("commands", help="list the relay's commands")
+    p.add_argument("--target", help="only those for this target (orch:<id> or an agent id)")
+    p.add_argument("--status", help="only those in this status (pending, claimed, …)")
     common(p)
 
 

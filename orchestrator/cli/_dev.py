@@ -12,11 +12,11 @@ from ._exit import EXIT_OK
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
-    p = sub.add_parser("dev", help="embedded dev relay + orchestrator, until Ctrl-C")
+    p = sub.add_parser("dev", help="start a dev relay and an orchestrator on it, until Ctrl-C")
     add_setting_flags(p)
     p.add_argument("--port", type=int, default=0, help="dev relay port (default: a free one)")
     p.add_argument("--demo", action="store_true", help="walk through spawn, compact, restart, stop")
-    p.add_argument("--verbose", action="store_true")
+    p.add_argument("--verbose", action="store_true", help="log the wire")
     p.set_defaults(func=cmd_dev)
 
 

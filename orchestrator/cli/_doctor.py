@@ -519,8 +519,7 @@ def render(checks: list[Check], *, color: bool) -> str:
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
-    p = sub.add_parser("doctor", help="check this host: tmux, lingering, agent CLIs and their "
-                       "logins, token file, state dir, relay")
+    p = sub.add_parser("doctor", help="check this host; say how to fix what is wrong")
     p.add_argument("--json", action="store_true", help="print the checks as one JSON object")
     add_setting_flags(p)
     p.set_defaults(func=cmd_doctor)

@@ -14,7 +14,18 @@ from collections.abc import Callable, Sequence
 
 from .._errors import ConfigError
 from .._version import current_version
-from . import _attach, _ctl, _dev, _doctor, _logs, _relay, _run, _service, _status, _upgrade
+from . import (
+    _attach,
+    _ctl,
+    _dev,
+    _doctor,
+    _logs,
+    _relay,
+    _run,
+    _service,
+    _status,
+    _upgrade,
+)
 from ._exit import EXIT_OK, EXIT_USAGE
 
 # In the order ``--help`` lists them.
@@ -32,7 +43,18 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for command in COMMANDS:
         command.register(sub)
+    _describe(parser)
     return parser
+
+
+def _describe(parser: argparse.ArgumentParser) -> None:
+    """Each command's ``--help`` opens with the line that lists it."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for choice in action._choices_actions:
+                command = action.choices[choice.dest]
+                command.description = command.description or choice.help
+                _describe(command)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -16,11 +16,11 @@ from ._exit import EXIT_OK
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
-    p = sub.add_parser("relay", help="run only the dev relay")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8080)
+    p = sub.add_parser("relay", help="run only the dev relay (no orchestrator), until Ctrl-C")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080)")
     p.add_argument("--token", default=None, help="bearer token (prefer --token-file)")
-    p.add_argument("--token-file", default=None)
+    p.add_argument("--token-file", default=None, help="file holding the bearer token")
     p.add_argument("--state-file", default=None, help="keep the relay's data across restarts")
     p.set_defaults(func=cmd_relay)
 

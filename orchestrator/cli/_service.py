@@ -42,15 +42,17 @@ INSTALLED_ENV = "installed.env"
 def register(sub: argparse._SubParsersAction[Any]) -> None:
     p = sub.add_parser("install", help="install as a systemd --user service or launchd agent")
     kind = p.add_mutually_exclusive_group()
-    kind.add_argument("--systemd", dest="kind", action="store_const", const="systemd")
-    kind.add_argument("--launchd", dest="kind", action="store_const", const="launchd")
+    kind.add_argument("--systemd", dest="kind", action="store_const", const="systemd",
+                      help="a systemd --user unit (default on Linux)")
+    kind.add_argument("--launchd", dest="kind", action="store_const", const="launchd",
+                      help="a launchd LaunchAgent (default on macOS)")
     p.add_argument("--dry-run", action="store_true", help="print what it would do; change nothing")
     add_setting_flags(p)
     p.set_defaults(func=cmd_install)
 
     p = sub.add_parser("uninstall", help="stop, disable and remove the service")
     p.add_argument("--purge", action="store_true", help="also remove agents' state")
-    p.add_argument("--dry-run", action="store_true")
+    p.add_argument("--dry-run", action="store_true", help="print what it would do; change nothing")
     add_setting_flags(p)
     p.set_defaults(func=cmd_uninstall)
 

@@ -13,8 +13,10 @@ from ._service import settings_with_recorded
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
-    p = sub.add_parser("upgrade", help="install another version the non-prefix way")
-    p.add_argument("--version", dest="target_version", required=True)
+    p = sub.add_parser("upgrade", help="install another version with pip, then restart the "
+                       "service")
+    p.add_argument("--version", dest="target_version", required=True,
+                   help="the version to install (semver)")
     p.add_argument("--no-restart", action="store_true",
                    help="leave restarting to the caller")
     add_setting_flags(p)
