@@ -16,6 +16,7 @@ from .._errors import ConfigError
 from .._version import current_version
 from . import (
     _attach,
+    _completion,
     _ctl,
     _dev,
     _doctor,
@@ -29,7 +30,8 @@ from . import (
 from ._exit import EXIT_OK, EXIT_USAGE
 
 # In the order ``--help`` lists them.
-COMMANDS = (_run, _dev, _relay, _status, _upgrade, _ctl, _service, _logs, _attach, _doctor)
+COMMANDS = (_run, _dev, _relay, _status, _upgrade, _ctl, _service, _logs, _attach, _doctor,
+            _completion)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -44,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     for command in COMMANDS:
         command.register(sub)
     _describe(parser)
+    parser.set_defaults(parser=parser)  # for `completion`, which writes scripts from it
     return parser
 
 
