@@ -75,7 +75,7 @@ def register(sub: Any) -> None:
 def _client(args: argparse.Namespace) -> httpx.Client:
     """The relay and token of the flags, else the environment, else what
     ``install`` recorded (the token it stored only for the relay it recorded)."""
-    settings = settings_with_recorded(args)
+    settings = settings_with_recorded(args, with_token=True)
     return relay_client(settings, settings.read_token())
 
 

@@ -76,13 +76,16 @@ def recorded_env() -> dict[str, str]:
     return out
 
 
-def settings_with_recorded(args: argparse.Namespace, *, check_files: bool = True) -> Settings:
-    """Flags and environment as usual; what install recorded fills the gaps,
-    the token it stored included (``recorded_token_file``)."""
+def settings_with_recorded(args: argparse.Namespace, *, check_files: bool = True,
+                           with_token: bool = False) -> Settings:
+    """Flags and environment as usual; what install recorded fills the gaps.
+
+    ``with_token`` (commands that talk to the relay): the token install
+    stored too, when the settings have none (``recorded_token_file``)."""
     recorded = recorded_env()
     settings = load_settings(args, environ={**recorded, **os.environ}, check_files=check_files)
-    path = recorded_token_file(settings, recorded)
-    if path is None or not check_files:
+    path = recorded_token_file(settings, recorded) if with_token else None
+    if path is None:
         return settings
     return attrs.evolve(settings, token_env=read_recorded_token(path))
 

@@ -136,6 +136,12 @@ def test_a_recorded_token_file_open_to_others_is_refused_with_the_fix(tmp_path: 
     assert out.returncode == 2
     assert f"readable by group or others; fix with: chmod 600 {config_dir / 'token.env'}" \
         in out.stderr
+    # A command that needs no token does not read it.
+    logs = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "logs", "ag_none", "--state-dir",
+         str(tmp_path / "state")], capture_output=True, text=True, timeout=WAIT,
+        env=cli_env(HOME=str(home), XDG_CONFIG_HOME=str(home / ".config")))
+    assert logs.returncode == 1 and "no agent matches 'ag_none'" in logs.stderr
 
 
 def test_ids_are_one_escaped_path_segment(tmp_path: Path, recorder: Recorder) -> None:
