@@ -393,11 +393,13 @@ def _check_token_file(path: Path) -> tuple[Check, Token]:
         reason = exc.strerror if isinstance(exc, OSError) else "not text"
         return _fail("token", f"token file {path} cannot be read: {reason}",
                      f"make it yours and readable by you: chmod 600 {path}"), none
+    where = str(path)
     if path.name == "token.env":  # systemd's EnvironmentFile=, as install writes it
         value = supervisors.parse_env_file(text).get(TOKEN_ENV, "").strip()
+        where = f"{path} (a line {TOKEN_ENV}=<token>)"
     else:
         value = text.strip()
-    token = Token(value=value or None, where=str(path))
+    token = Token(value=value or None, where=where)
     mode = stat.S_IMODE(st.st_mode)
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         return _fail("token", f"token file {path} is open to group or others (mode "
@@ -405,7 +407,7 @@ def _check_token_file(path: Path) -> tuple[Check, Token]:
                      f"chmod 600 {path}"), token
     if not value:
         return _fail("token", f"token file {path} holds no token",
-                     "write the relay's token into it"), token
+                     f"write the relay's token into {where}"), token
     if st.st_uid != os.getuid():
         return _warn("token", f"token file {path} belongs to uid {st.st_uid}, not to you",
                      f"chown {os.getuid()} {path}"), token

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import shutil
 import socket
 import subprocess
 import sys
@@ -138,7 +139,10 @@ def machine(tmp_path: Path, relay: Any) -> Machine:
     fd = os.open(m.token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     os.write(fd, f"{TOKEN}\n".encode())
     os.close(fd)
-    m.path = f"{m.bin}:/usr/bin:/bin"
+    # The host's own node (the npm-installed CLIs need it) and tmux, and nothing else.
+    found = [shutil.which(program) for program in ("node", "tmux")]
+    folders = dict.fromkeys([*(os.path.dirname(f) for f in found if f), "/usr/bin", "/bin"])
+    m.path = ":".join([str(m.bin), *folders])
     m.flags = {"--relay-url": relay.url, "--token-file": str(m.token_file),
                "--state-dir": str(m.state), "--config": str(m.config)}
     return m
@@ -159,7 +163,7 @@ async def test_a_healthy_host_passes_every_check(machine: Machine) -> None:
     report = await machine.doctor()
     assert report.code == 0, report.stdout + report.stderr
     assert report.statuses() == {"PASS"}, report.stdout
-    assert report.line("tmux 3.").what.endswith("(/usr/bin/tmux)")
+    assert report.line("tmux 3.").what.endswith(f"({shutil.which('tmux')})")
     assert report.line("claude: 2.").what.endswith(f"({machine.bin}/claude)")
     assert report.line("claude looks logged in").what.endswith(
         f"({machine.home}/.claude/.credentials.json)")
