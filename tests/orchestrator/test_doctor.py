@@ -383,3 +383,43 @@ async def test_json_lists_every_check_with_its_fix(machine: Machine) -> None:
                                  "what": f"relay {machine.relay_url} answers and accepts the "
                                          "token"}
     assert all(set(c) == {"check", "status", "what", "fix"} for c in data["checks"])
+
+
+async def test_a_config_file_with_a_mistake(machine: Machine) -> None:
+    machine.config.write_text("relay_urll = 'http://x'\n")
+    report = await machine.doctor()
+    assert report.code == 1
+    line = report.line("unknown key")
+    assert (line.status, line.what) == (
+        "FAIL", f"config file {machine.config}: unknown key 'relay_urll'")
+    assert line.fix == "fix the option, variable or file it names"
+    assert report.line("tmux").status == "PASS"  # the checks that need no settings still run
+    machine.config.write_text('[providers.command]\nenabled = true\n'
+                              '[providers.claude]\nsession = "screen"\n')
+    report = await machine.doctor()
+    assert report.code == 1
+    line = report.line("[providers.claude]")
+    assert line.status == "FAIL"
+    assert line.what == (f"[providers.claude] in {machine.config}: session: must be one of "
+                         "tmux, plain, auto")
+
+
+async def test_a_launchd_agent_gets_launchds_path_unless_its_plist_sets_one(
+    machine: Machine,
+) -> None:
+    from supervisors._launchd import log_path, plist_path, render_plist
+
+    here = machine.link_cli("claude")
+    plist = plist_path(machine.home)
+    plist.parent.mkdir(parents=True)
+    plist.write_bytes(render_plist(
+        label="relay-orchestrator", program_arguments=[sys.executable, "-m", "orchestrator", "run"],
+        environment={}, log_file=log_path(machine.home)))
+    report = await machine.doctor()
+    assert report.line("installed as a launchd agent").status == "PASS"
+    assert report.line("the service's PATH:").what == (
+        f"the service's PATH: {supervisors.LAUNCHD_DEFAULT_PATH} (launchd's default)")
+    line = report.line("claude is at")
+    assert line.status == "WARN"
+    assert line.fix == (f'set command = "{here}" in [providers.claude] of {machine.config}; '
+                        "then restart the service")
