@@ -20,7 +20,7 @@ import trio
 from orchestrator.daemon._app import tmux_socket
 
 from ..conftest import FAKE_AGENT, cli_env
-from .test_agents_e2e import settle
+from .e2e import settle
 
 pytestmark = pytest.mark.slow
 WAIT = 30.0

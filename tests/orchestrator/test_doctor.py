@@ -27,6 +27,7 @@ import supervisors
 from supervisors._install import render_unit
 
 from ..conftest import TOKEN, cli_env
+from .installed import record_install
 
 CLIS_BIN = Path(__file__).parents[1] / "clis" / "node_modules" / ".bin"
 PROGRAMS = ("claude", "codex", "gemini")
@@ -355,8 +356,6 @@ async def test_a_service_whose_program_is_gone(machine: Machine) -> None:
 
 
 async def test_what_install_recorded_is_what_doctor_checks(machine: Machine) -> None:
-    from .test_ctl_recorded import record_install
-
     config_dir = record_install(machine.home, machine.relay_url, "systemd")
     machine.flags = {"--state-dir": str(machine.state), "--config": str(machine.config)}
     report = await machine.doctor()
