@@ -9,6 +9,7 @@ from ._detect import SUPERVISOR_CHOICES as SUPERVISOR_CHOICES
 from ._detect import SUPERVISOR_ENV_KEYS as SUPERVISOR_ENV_KEYS
 from ._detect import child_env as child_env
 from ._detect import detect as detect
+from ._detect import supervisor_name as supervisor_name
 from ._errors import InstallError as InstallError
 from ._errors import LaunchError as LaunchError
 from ._errors import RestartError as RestartError
@@ -39,6 +40,9 @@ from ._launch import ProcessLauncher as ProcessLauncher
 from ._launch import launch_direct_sync as launch_direct_sync
 from ._launchd import DEFAULT_LABEL as LAUNCHD_LABEL
 from ._launchd import LaunchdSupervisor as LaunchdSupervisor
+from ._launchd import kickstart_argv as launchd_kickstart_argv
+from ._launchd import log_path as launchd_log_path
+from ._launchd import plist_path as launchd_plist_path
 from ._none import NoneSupervisor as NoneSupervisor
 from ._notify import Notifier as Notifier
 from ._notify import notify as notify
@@ -89,12 +93,16 @@ __all__ = [
     "detect",
     "find_installed",
     "launch_direct_sync",
+    "launchd_kickstart_argv",
+    "launchd_log_path",
+    "launchd_plist_path",
     "linger_note",
     "notify",
     "open_backend",
     "parse_env_file",
     "plan_install",
     "plan_uninstall",
+    "supervisor_name",
     "unit_status",
     "watchdog_interval",
 ]

@@ -55,6 +55,24 @@ def child_env(env: Mapping[str, str]) -> dict[str, str]:
     return {k: v for k, v in env.items() if k not in SUPERVISOR_ENV_KEYS}
 
 
+def supervisor_name(choice: str = "auto", env: Mapping[str, str] | None = None) -> str:
+    """``systemd``, ``launchd`` or ``none``: what ``detect`` picks for ``choice``,
+    without opening anything (for what must know it before ``detect`` runs,
+    such as where the log goes)."""
+    if choice not in SUPERVISOR_CHOICES:
+        raise SupervisorConfigError(
+            f"--supervisor must be one of {', '.join(SUPERVISOR_CHOICES)}: {choice!r}"
+        )
+    if choice != "auto":
+        return choice
+    env = os.environ if env is None else env
+    if env.get("INVOCATION_ID"):
+        return "systemd"
+    if label_from_env(env) is not None:
+        return "launchd"
+    return "none"
+
+
 def detect(
     choice: str = "auto",
     self_unit: str | None = None,
@@ -69,17 +87,7 @@ def detect(
     ``$RELAY_ORCHESTRATOR_SYSTEMD_BACKEND`` (default ``auto``).
     """
     env = dict(os.environ if env is None else env)
-    if choice not in SUPERVISOR_CHOICES:
-        raise SupervisorConfigError(
-            f"--supervisor must be one of {', '.join(SUPERVISOR_CHOICES)}: {choice!r}"
-        )
-    if choice == "auto":
-        if env.get("INVOCATION_ID"):
-            choice = "systemd"
-        elif label_from_env(env) is not None:
-            choice = "launchd"
-        else:
-            choice = "none"
+    choice = supervisor_name(choice, env)
     notifier = Notifier.from_env(env)
     watchdog = watchdog_interval(env)
     if choice == "systemd":
@@ -114,4 +122,5 @@ __all__ = [
     "SYSTEMD_BACKEND_ENV",
     "child_env",
     "detect",
+    "supervisor_name",
 ]

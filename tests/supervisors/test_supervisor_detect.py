@@ -18,6 +18,7 @@ from supervisors import (
     SystemdSupervisor,
     child_env,
     detect,
+    supervisor_name,
 )
 from supervisors._systemd_backend import unit_from_cgroup
 
@@ -128,6 +129,23 @@ def test_a_named_choice_is_taken_as_given() -> None:
     assert detect("launchd", "lbl", env=env).self_unit == "lbl"
     with pytest.raises(SupervisorConfigError, match="--supervisor must be one of"):
         detect("upstart", env=env)
+
+
+@pytest.mark.parametrize(("choice", "env", "name"), [
+    ("auto", {"INVOCATION_ID": "abc"}, "systemd"),
+    ("auto", {"XPC_SERVICE_NAME": "relay-orchestrator"}, "launchd"),
+    ("auto", {"XPC_SERVICE_NAME": "0"}, "none"),
+    ("auto", {}, "none"),
+    ("launchd", {"INVOCATION_ID": "abc"}, "launchd"),
+])
+def test_supervisor_name_is_what_detect_picks_without_opening_anything(
+    choice: str, env: dict[str, str], name: str
+) -> None:
+    assert supervisor_name(choice, env) == name
+    if name != "systemd":  # detect would open a backend for systemd
+        assert detect(choice, env=env).name == name
+    with pytest.raises(SupervisorConfigError, match="--supervisor must be one of"):
+        supervisor_name("upstart", env)
 
 
 def test_child_env_drops_what_the_supervisor_set_for_us() -> None:

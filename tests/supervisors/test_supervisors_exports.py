@@ -16,6 +16,8 @@ EXPECTED = {
     # what an installed service runs with (doctor)
     "InstalledService", "LAUNCHD_DEFAULT_PATH", "SYSTEMD_DEFAULT_PATH", "find_installed",
     "parse_env_file",
+    # which supervisor runs us, before detect(); launchd's paths (logs, restart)
+    "supervisor_name", "launchd_kickstart_argv", "launchd_log_path", "launchd_plist_path",
 }  # fmt: skip
 
 
