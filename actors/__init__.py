@@ -21,6 +21,7 @@ from ._logins import login_evidence as login_evidence
 from ._logins import login_places as login_places
 from ._output import LogFollower as LogFollower
 from ._output import agent_log_path as agent_log_path
+from ._output import rotate_if_needed as rotate_if_needed
 from ._output import tail_lines as tail_lines
 from ._params import CommandRejected as CommandRejected
 from ._store import AgentStore as AgentStore
@@ -44,5 +45,6 @@ __all__ = [
     "login_evidence",
     "login_places",
     "provider_config_from_table",
+    "rotate_if_needed",
     "tail_lines",
 ]

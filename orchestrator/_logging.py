@@ -10,7 +10,9 @@ configured once per process by ``setup_logging`` (``run``, ``dev`` and
 record comes from: ``relay_orchestrator.<subpackage>`` in ``orchestrator/``
 (``daemon``, ``relay``, ``upgrade``, ``cli``, ``devrelay``), and
 ``relay_orchestrator.actors`` or ``relay_orchestrator.supervisors`` for the
-other two packages; so a module split or renamed keeps its logger's name. Under systemd, when
+other two packages; so a module split or renamed keeps its logger's name.
+The tree's handlers: standard error, and the log file ``run`` keeps under
+launchd and in the foreground (``_daemon_log.py``). Under systemd, when
 standard error is the journal's stream, each line carries its priority
 (``<3>`` for an error), so that ``journalctl -p err`` finds the errors.
 """
@@ -22,7 +24,10 @@ import logging
 import os
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._daemon_log import LogPlace
 
 FIELDS = ("agentId", "commandId", "pid", "unit")
 
@@ -88,14 +93,34 @@ def stderr_is_journal(environ: dict[str, str] | None = None) -> bool:
 ROOT = "relay_orchestrator"
 
 
-def setup_logging(fmt: str, *, verbose: bool = False) -> None:
-    """Send the tree's records to stderr, one line each (again: replaces the handler)."""
-    handler = logging.StreamHandler(sys.stderr)
+def setup_logging(
+    fmt: str,
+    *,
+    verbose: bool = False,
+    place: LogPlace | None = None,
+    max_bytes: int = 10_000_000,
+    backups: int = 3,
+) -> None:
+    """Send the tree's records to stderr, one line each, and to the log file of
+    ``place`` when it names one (``_daemon_log.py``); again: replaces the handlers."""
     formatter: logging.Formatter = JsonFormatter() if fmt == "json" else TextFormatter()
-    if stderr_is_journal():
-        formatter = JournalPrefixed(formatter)
-    handler.setFormatter(formatter)
+    handlers: list[logging.Handler] = []
+    to_stderr = place is None or place.stderr
+    if place is not None and place.file is not None:
+        from ._daemon_log import file_handler
+
+        file, is_stderr = file_handler(place.file, max_bytes=max_bytes, backups=backups)
+        file.setFormatter(formatter)
+        handlers.append(file)
+        to_stderr = to_stderr and not is_stderr
+    if to_stderr:
+        stderr = logging.StreamHandler(sys.stderr)
+        stderr.setFormatter(JournalPrefixed(formatter) if stderr_is_journal() else formatter)
+        handlers.append(stderr)
     logger = logging.getLogger(ROOT)
-    logger.handlers[:] = [handler]
+    old = set(logger.handlers)
+    logger.handlers[:] = handlers
     logger.setLevel(logging.DEBUG if verbose else logging.INFO)
     logger.propagate = False
+    for gone in old - set(handlers):
+        gone.close()

@@ -93,6 +93,20 @@ def _orch_id(field: str, raw: object) -> str:
     return text
 
 
+def _count(minimum: int, maximum: int) -> Callable[[str, object], int]:
+    """A whole number from ``minimum`` to ``maximum`` (text from a flag or variable)."""
+
+    def parse(field: str, raw: object) -> int:
+        if isinstance(raw, str):
+            try:
+                raw = int(raw)
+            except ValueError:
+                raise FieldError(field, CONFIG_READER.expect_integer) from None
+        return CONFIG_READER.integer(field, raw, minimum=minimum, maximum=maximum)
+
+    return parse
+
+
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
 
@@ -133,6 +147,9 @@ SPECS: tuple[_Spec, ...] = (
     _Spec("find_links", _text, "extra place for pip to look for wheels during upgrades"),
     _Spec("index_url", _text, "package index for upgrades"),
     _Spec("log_format", _choice(*LOG_FORMATS), "text or json (default: text on a terminal)"),
+    _Spec("log_max_bytes", _count(4096, 2**40),
+          "the orchestrator's log file is rotated past this size (default 10000000)"),
+    _Spec("log_backups", _count(0, 100), "rotated log files kept (default 3)"),
     _Spec("stop_agents_on_exit", _bool, "stop every agent when the orchestrator exits", "switch"),
 )
 _BY_NAME = {s.name: s for s in SPECS}
@@ -158,6 +175,9 @@ class Settings:
     stop_agents_on_exit: bool
     providers: Mapping[str, Mapping[str, Any]]
     config_path: Path | None
+    # The orchestrator's own log file (launchd, foreground), as an agent's output log.
+    log_max_bytes: int = 10_000_000
+    log_backups: int = 3
     # Where each value came from (flag/env/file/default), for `status` and tests.
     sources: Mapping[str, str] = attrs.field(factory=dict, eq=False, repr=False)
 
@@ -294,6 +314,8 @@ def load_settings(
         index_url=values.get("index_url"),
         log_format=values.get("log_format") or ("text" if _isatty() else "json"),
         stop_agents_on_exit=values.get("stop_agents_on_exit", False),
+        log_max_bytes=values.get("log_max_bytes", 10_000_000),
+        log_backups=values.get("log_backups", 3),
         providers=file_data.get("providers", {}),
         config_path=config_path if config_path.exists() else None,
         sources=sources,

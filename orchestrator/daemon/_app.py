@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -28,6 +29,7 @@ import trio
 import actors
 import supervisors
 
+from .._daemon_log import LogPlace
 from .._errors import RelayError, RelayNotFound
 from .._settings import Settings
 from .._version import current_version
@@ -125,6 +127,9 @@ class Orchestrator:
     feed: CommandFeed
     version: str
     status_writer: Any = None
+    # Where ``run`` sends the log (None: only standard error, as under ``dev``).
+    log_place: LogPlace | None = None
+    started_at: int = attrs.field(factory=lambda: int(time.time() * 1000))
     _stop: trio.Event = attrs.field(factory=trio.Event)
 
     @property
@@ -143,12 +148,18 @@ class Orchestrator:
                               host=self.host, beat=self.presence.beat_now, stop=self.stop)
 
     def status(self) -> dict[str, Any]:
+        place = self.log_place or LogPlace()
+        if place.journal_unit is not None and self.host.self_unit:
+            place = attrs.evolve(place, journal_unit=self.host.self_unit)
         return {
             "id": self.id,
             "agentId": self.agent_id,
             "version": self.version,
+            "startedAt": self.started_at,
             "supervisor": self.host.name,
             "selfUnit": self.host.self_unit,
+            "heartbeatInterval": self.settings.heartbeat_interval,
+            "log": place.to_json(),
             "relay": {
                 "url": self.client.base_url,
                 "connected": self.presence.connected,
@@ -166,6 +177,7 @@ async def run_orchestrator(
     *,
     relay_verify: str | bool = True,
     extra_handlers: dict[str, Callable[[Orchestrator], Handler]] | None = None,
+    log_place: LogPlace | None = None,
     task_status: trio.TaskStatus[Orchestrator] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     if not settings.relay_url:
@@ -208,7 +220,8 @@ async def run_orchestrator(
                 lambda: [as_reported(agent) for agent in fleet.agents()],
                 heartbeat_interval=settings.heartbeat_interval,
                 on_status=changes.status_line,
-                before_report=lambda: _durable_then(journal, fleet.refresh_usage),
+                before_report=lambda: _durable_then(journal, fleet.refresh_usage,
+                                                    changes.sampled),
             )
             outbox = Outbox(journal, client, orch_id, on_forgotten=presence.request_register)
             changes.outbox = outbox
@@ -218,7 +231,7 @@ async def run_orchestrator(
             orch = Orchestrator(
                 settings=settings, journal=journal, host=host, client=client, fleet=fleet,
                 presence=presence, outbox=outbox, dispatcher=dispatcher, feed=feed,
-                version=version,
+                version=version, log_place=log_place,
             )
             changes.status = orch.status_writer = StatusWriter(settings.state_dir, orch.status)
             for ctype in AGENT_COMMANDS:
@@ -313,6 +326,11 @@ class _Changes:
         if self.status is not None:
             self.status.changed()
 
+    def sampled(self) -> None:
+        """The agents' usage was sampled: the status file shows it too."""
+        if self.status is not None:
+            self.status.changed()
+
 
 def _fleet_handler(fleet: actors.AgentFleet) -> Handler:
     async def handle(command: Command) -> Outcome:
@@ -394,7 +412,10 @@ def _visible_outcome(orch: Orchestrator, command: Command) -> Outcome:
     return Outcome.failed(f"orchestrator restarted before completing {command.type}")
 
 
-async def _durable_then(journal: Journal, refresh: Callable[[], Awaitable[None]]) -> None:
-    """Before a registration or heartbeat lists the agents: what it tells is durable."""
+async def _durable_then(journal: Journal, refresh: Callable[[], Awaitable[None]],
+                        then: Callable[[], None]) -> None:
+    """Before a registration or heartbeat lists the agents: what it tells is durable,
+    and their usage sampled afresh."""
     journal.make_durable()
     await refresh()
+    then()

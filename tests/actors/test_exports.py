@@ -21,6 +21,7 @@ def test_public_names_are_pinned() -> None:
         "login_evidence",
         "login_places",
         "provider_config_from_table",
+        "rotate_if_needed",
         "tail_lines",
     ]
     for name in actors.__all__:

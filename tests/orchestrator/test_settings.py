@@ -45,6 +45,7 @@ def test_defaults_follow_xdg(tmp_path: Path) -> None:
     assert s.state_dir == tmp_path / "st" / "relay-orchestrator"
     assert s.heartbeat_interval == 10.0
     assert s.base_dir == Path.home()
+    assert (s.log_max_bytes, s.log_backups) == (10_000_000, 3)  # as an agent's output log
 
 
 @pytest.mark.parametrize(
@@ -56,6 +57,9 @@ def test_defaults_follow_xdg(tmp_path: Path) -> None:
         ('supervisor = "runit"\n', "supervisor"),
         ("providers = 3\n", "[providers] must be a table"),
         ("not toml = = \n", "invalid TOML"),
+        ("log_max_bytes = 10\n", "log_max_bytes"),
+        ("log_max_bytes = 1.5e7\n", "log_max_bytes"),
+        ("log_backups = -1\n", "log_backups"),
     ],
 )
 def test_bad_file_values_name_the_key(tmp_path: Path, text: str, needle: str) -> None:

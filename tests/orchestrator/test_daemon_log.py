@@ -1,0 +1,192 @@
+"""The orchestrator's own log file: where ``run`` keeps it, and its rotation in
+place (the files it leaves), under launchd (launchd's descriptor is our
+standard error) and in the foreground."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+import actors
+from orchestrator._daemon_log import DAEMON_LOG, LogPlace, RotatingLog, file_handler, log_place
+
+from ..conftest import TOKEN, cli_env
+
+WAIT = 30
+
+
+def numbered(handler: logging.Handler, count: int) -> None:
+    logger = logging.getLogger(f"test_daemon_log.{id(handler)}")
+    logger.handlers[:] = [handler]
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    for n in range(count):
+        logger.info("line %05d %s", n, "x" * 60)
+    logger.handlers.clear()
+
+
+def test_where_run_logs_under_each_supervisor(tmp_path: Path) -> None:
+    state, home = tmp_path / "state", tmp_path / "home"
+    systemd = log_place("systemd", self_unit="relay-orchestrator.service", state_dir=state,
+                        home=home)
+    assert systemd == LogPlace(journal_unit="relay-orchestrator.service")
+    assert systemd.describe() == "journalctl --user -u relay-orchestrator.service"
+    launchd = log_place("launchd", self_unit="lbl", state_dir=state, home=home)
+    assert launchd == LogPlace(
+        file=home / "Library" / "Logs" / "relay-orchestrator" / "orchestrator.log", stderr=False)
+    foreground = log_place("none", self_unit=None, state_dir=state, home=home)
+    assert foreground == LogPlace(file=state / DAEMON_LOG, stderr=True)
+    for place in (systemd, launchd, foreground):
+        assert LogPlace.from_json(json.loads(json.dumps(place.to_json()))) == place
+
+
+def test_launchds_descriptor_is_rotated_in_place_without_losing_a_line(tmp_path: Path) -> None:
+    """The file is opened as launchd might (without O_APPEND: the handler sets it),
+    written through past its size many times over: what the backups and the log
+    hold is every line, whole and in order; the descriptor stays the same file."""
+    path = tmp_path / "orchestrator.log"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+    stream = os.fdopen(fd, "w", encoding="utf-8")
+    try:
+        handler = RotatingLog(path, max_bytes=8192, backups=20, stream=stream)
+        assert fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_APPEND
+        follower = actors.LogFollower(path, from_end=False)
+        numbered(handler, 1500)
+        followed = follower.read()
+        assert os.fstat(fd).st_ino == path.stat().st_ino  # never renamed away
+    finally:
+        stream.close()
+    backups = sorted(p.name for p in tmp_path.glob("orchestrator.log.*"))
+    assert "orchestrator.log.1" in backups and "orchestrator.log.head" in backups
+    assert path.stat().st_size <= 8192 + 100
+    lines = actors.tail_lines(path, 10_000)
+    assert lines == [f"line {n:05d} {'x' * 60}" for n in range(1500)]
+    assert b"\0" not in b"".join(p.read_bytes() for p in tmp_path.glob("orchestrator.log*"))
+    assert followed.decode().splitlines() == lines  # a follower read it all, across rotations
+
+
+def test_only_log_backups_files_are_kept(tmp_path: Path) -> None:
+    path = tmp_path / "orchestrator.log"
+    handler = RotatingLog(path, max_bytes=4096, backups=2)
+    try:
+        numbered(handler, 2000)
+    finally:
+        handler.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "orchestrator.log", "orchestrator.log.1", "orchestrator.log.2", "orchestrator.log.head"]
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert actors.tail_lines(path, 1) == [f"line {1999:05d} {'x' * 60}"]
+
+
+def test_a_file_that_is_standard_error_is_written_through_it(tmp_path: Path) -> None:
+    path = tmp_path / "orchestrator.log"
+    path.touch()
+    saved = os.dup(2)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+        os.dup2(fd, 2)
+        os.close(fd)
+        handler, is_stderr = file_handler(path, max_bytes=4096, backups=1)
+        assert is_stderr and handler.stream is sys.stderr
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+    handler, is_stderr = file_handler(tmp_path / "other.log", max_bytes=4096, backups=1)
+    try:
+        assert not is_stderr and handler.stream is not sys.stderr
+    finally:
+        handler.close()
+
+
+def run_argv(relay_url: str, tmp_path: Path, *extra: str) -> list[str]:
+    base = tmp_path / "base"
+    base.mkdir(exist_ok=True)
+    (tmp_path / "config.toml").touch()
+    return [sys.executable, "-m", "orchestrator", "run", "--relay-url", relay_url,
+            "--state-dir", str(tmp_path / "state"), "--base-dir", str(base),
+            "--config", str(tmp_path / "config.toml"), "--log-format", "json", *extra]
+
+
+def start(argv: list[str], env: dict[str, str], out: Path) -> subprocess.Popen[bytes]:
+    """``run``, its standard output and error appended to ``out`` (as launchd does)."""
+    with out.open("ab") as fh:
+        return subprocess.Popen(argv, env=env, stdout=fh, stderr=fh, stdin=subprocess.DEVNULL)
+
+
+async def wait_for_file(path: Path, proc: subprocess.Popen[bytes]) -> None:
+    """A file another process writes: polled at short intervals (no event to wait on)."""
+    with trio.fail_after(WAIT):
+        while not path.exists():
+            assert proc.poll() is None, f"run exited {proc.returncode}"
+            await trio.sleep(0.02)
+
+
+async def stop(proc: subprocess.Popen[bytes]) -> int:
+    proc.send_signal(signal.SIGTERM)
+    with trio.fail_after(WAIT):
+        return await trio.to_thread.run_sync(proc.wait)
+
+
+@pytest.mark.slow
+async def test_run_under_launchd_rotates_the_file_launchd_gave_it(
+    relay: Any, tmp_path: Path
+) -> None:
+    """``run`` as launchd starts it: standard output and error appended to the
+    plist's log path. Past --log-max-bytes the file is rotated in place; only
+    --log-backups backups stay; read as one stream, every line is whole."""
+    home = tmp_path / "home"
+    log = home / "Library" / "Logs" / "relay-orchestrator" / "orchestrator.log"
+    log.parent.mkdir(parents=True)
+    argv = run_argv(relay.url, tmp_path, "--supervisor", "launchd", "--self-unit", "lbl",
+                    "--verbose", "--heartbeat-interval", "0.05", "--log-max-bytes", "4096",
+                    "--log-backups", "2")
+    env = cli_env(RELAY_ORCHESTRATOR_TOKEN=TOKEN, HOME=str(home))
+    proc = start(argv, env, log)
+    try:
+        await wait_for_file(log.with_name("orchestrator.log.2"), proc)
+        assert await stop(proc) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    names = sorted(p.name for p in log.parent.iterdir())
+    assert names == ["orchestrator.log", "orchestrator.log.1", "orchestrator.log.2",
+                     "orchestrator.log.head"]
+    assert not (tmp_path / "state" / DAEMON_LOG).exists()  # under launchd: launchd's file only
+    # Every line whole, none torn by a rotation (the first may be the end of one
+    # whose start was dropped with a backup, had a third rotation come first).
+    records = [json.loads(line) for line in actors.tail_lines(log, 100_000)[1:]]
+    assert any(r["msg"].startswith("wire POST") for r in records)
+    assert records[-1]["msg"].startswith("orchestrator ") and "stopped" in records[-1]["msg"]
+    assert int(log.with_name("orchestrator.log.head").read_text()) >= 2 * 4096
+
+
+@pytest.mark.slow
+async def test_run_in_the_foreground_keeps_a_log_file_in_the_state_dir(
+    relay: Any, tmp_path: Path
+) -> None:
+    argv = run_argv(relay.url, tmp_path, "--supervisor", "none")
+    err = tmp_path / "stderr"
+    proc = start(argv, cli_env(RELAY_ORCHESTRATOR_TOKEN=TOKEN), err)
+    try:
+        with trio.fail_after(WAIT):
+            await relay.wait_for(lambda: any(relay.orchestrators()))
+        assert await stop(proc) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    log = tmp_path / "state" / DAEMON_LOG
+    assert log.stat().st_mode & 0o777 == 0o600
+    assert log.read_text() == err.read_text()  # the terminal's lines, the same
+    assert "stopped" in log.read_text().splitlines()[-1]
