@@ -2,6 +2,7 @@
 
     OrchestratorError
     ├── ConfigError            fatal: bad setting or file; the CLI exits 2 naming it
+    ├── StatusUnreadable       the status file is there but cannot be read: `status` exits 1
     └── RelayError             an exchange with the relay did not give an answer we can use
         ├── RelayUnavailable   refused, timed out, 5xx, or a hanging relay: back off, retry
         ├── RelayAuthError     401/403: log one clear error, back off, re-read the token
@@ -25,6 +26,10 @@ class OrchestratorError(Exception):
 
 class ConfigError(OrchestratorError):
     """A setting, flag or file is wrong; the message names it."""
+
+
+class StatusUnreadable(OrchestratorError):
+    """The running orchestrator's status file exists but cannot be read."""
 
 
 class RelayError(OrchestratorError):

@@ -1,8 +1,14 @@
 """``status``: the local view, from the status file the running process keeps.
 
 The running orchestrator rewrites ``<state_dir>/status.json`` (atomically,
-at most once a second) whenever its connection or an agent changes; this
-module reads it back and says whether that process is still alive.
+at most once a second) whenever its connection or an agent changes, and
+after each sample of its agents' usage (every heartbeat); this module reads
+it back and says whether that process is still alive.
+
+Exit codes, as ``systemctl status``: 0 running, 3 not running, 1 when the
+status cannot be told (a status file that cannot be read). Colour only on a
+terminal, and never with ``NO_COLOR`` set (https://no-color.org) or
+``TERM=dumb``. ``--watch`` redraws the view in place (``_watch.py``).
 """
 
 from __future__ import annotations
@@ -12,37 +18,68 @@ import json
 import os
 import sys
 import time
-from pathlib import Path
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, TextIO
 
 import psutil
 
+from .._errors import StatusUnreadable
 from .._settings import Settings, add_setting_flags
 from ..daemon._status import STATUS_FILE
-from ._exit import EXIT_OK
+from ._exit import EXIT_FAIL, EXIT_OK, EXIT_USAGE
+
+EXIT_NOT_RUNNING = 3  # systemctl status: "program is not running"
+# The status file's pid is another process when that process started later
+# than the orchestrator that wrote it (the pid was reused, after a reboot say).
+_STARTED_SLACK_MS = 2000
 
 
 def local_status(settings: Settings) -> dict[str, Any]:
+    """The status file, with ``running`` (its process alive), ``stateDir``,
+    ``log`` (where the log is) and, for an installed systemd unit, ``unit``.
+
+    Raises ``StatusUnreadable`` for a status file that exists but cannot be read.
+    """
+    from ._installed import daemon_log
+
     path = settings.state_dir / STATUS_FILE
     try:
         status: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {"id": settings.id, "running": False, "version": None, "supervisor": None,
-                "relay": {"url": settings.relay_url, "connected": False}, "agents": [],
-                "stateDir": str(settings.state_dir)}
+        if not isinstance(status, dict):
+            raise ValueError("not a JSON object")
+    except FileNotFoundError:
+        status = {"id": settings.id, "running": False, "version": None, "supervisor": None,
+                  "relay": {"url": settings.relay_url, "connected": False}, "agents": []}
+    except (OSError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else f"not valid JSON ({exc})"
+        raise StatusUnreadable(f"cannot read the status file {path}: {reason}") from exc
     pid = status.get("pid")
-    alive = isinstance(pid, int) and psutil.pid_exists(pid)
-    if alive:
-        try:
-            alive = psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-        except psutil.Error:
-            alive = False
-    status["running"] = alive
-    if not alive:
+    process = _process(pid, status.get("startedAt")) if isinstance(pid, int) else None
+    status["running"] = process is not None
+    if process is None:
         status.setdefault("relay", {})["connected"] = False
+    else:
+        try:
+            status["memoryRss"] = process.memory_info().rss
+        except psutil.Error:
+            pass
     status["stateDir"] = str(settings.state_dir)
+    status["log"] = daemon_log(settings, status).to_json()
     status.update(_unit_state())
     return status
+
+
+def _process(pid: int, started_ms: object) -> psutil.Process | None:
+    """The orchestrator's process, if it is still there (not a zombie, not a later one)."""
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return None
+        later = isinstance(started_ms, int) and (
+            proc.create_time() * 1000 > started_ms + _STARTED_SLACK_MS)
+        return None if later else proc
+    except psutil.Error:
+        return None
 
 
 def _unit_state() -> dict[str, Any]:
@@ -50,9 +87,11 @@ def _unit_state() -> dict[str, Any]:
     import shutil
     import subprocess
 
-    unit = "relay-orchestrator.service"
-    config = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
-    if not (config / "systemd" / "user" / unit).exists() or not shutil.which("systemctl"):
+    from ._installed import systemd_unit_file
+
+    unit_file = systemd_unit_file()
+    unit = unit_file.name
+    if not unit_file.exists() or not shutil.which("systemctl"):
         return {}
     try:
         out = subprocess.run(
@@ -72,7 +111,16 @@ def _unit_state() -> dict[str, Any]:
     return state
 
 
-def _uptime(started_ms: object, now_ms: int) -> str:
+# -- rendering -----------------------------------------------------------------
+
+
+def use_color(out: TextIO, environ: Mapping[str, str] | None = None) -> bool:
+    """Colour on a terminal, unless ``NO_COLOR`` is set (to anything) or ``TERM=dumb``."""
+    env = os.environ if environ is None else environ
+    return out.isatty() and not env.get("NO_COLOR") and env.get("TERM") != "dumb"
+
+
+def uptime(started_ms: object, now_ms: int) -> str:
     if not isinstance(started_ms, int):
         return "-"
     seconds = max(0, (now_ms - started_ms) // 1000)
@@ -85,22 +133,84 @@ def _uptime(started_ms: object, now_ms: int) -> str:
     return f"{seconds // 86400}d{seconds % 86400 // 3600:02d}h"
 
 
-def render_status(status: dict[str, Any], *, color: bool = False) -> str:
-    def paint(text: str, code: str) -> str:
-        return f"\033[{code}m{text}\033[0m" if color else text
+def size(count: object) -> str:
+    """Bytes as ``512B``, ``12.0K``, ``71.3M``, ``1.2G`` (powers of 1024)."""
+    if not isinstance(count, int) or isinstance(count, bool) or count <= 0:
+        return "-"
+    value = float(count)
+    for unit in ("B", "K", "M", "G"):
+        if value < 1024 or unit == "G":
+            return f"{count}B" if unit == "B" else f"{value:.1f}{unit}"
+        value /= 1024
+    return "-"  # not reached
 
+
+_STATUS_COLORS = {"running": "32", "starting": "33", "stopping": "33", "exited": "31",
+                  "failed": "31", "stopped": "2"}
+_ACTIVITY_COLORS = {"ready": "32", "busy": "36", "asking": "33", "needs-login": "31"}
+_LIVE = ("running", "starting", "stopping")
+
+
+def _agent_row(agent: dict[str, Any], now: int) -> list[str]:
+    exit_info = agent.get("exit") or {}
+    last_exit = "-"
+    if exit_info:
+        last_exit = (f"signal {exit_info.get('signal')}" if exit_info.get("signal")
+                     else f"code {exit_info.get('exitCode')}")
+    live = agent.get("status") in _LIVE
+    usage = (agent.get("usage") or {}) if live else {}
+    cpu = usage.get("cpuPercent")
+    workspace = agent.get("workspace") or {}
+    return [
+        str(agent.get("label") or agent.get("agentId")),
+        str(agent.get("status")),
+        str(agent.get("activity") or "-") if live else "-",
+        str(agent.get("pid") or "-") if live else "-",
+        uptime(agent.get("startedAt"), now) if live else "-",
+        str(agent.get("restartCount", 0)),
+        size(usage.get("memoryRss")),
+        f"{cpu:.1f}%" if isinstance(cpu, int | float) and usage.get("memoryRss") else "-",
+        last_exit,
+        str(workspace.get("branch") or "-"),
+    ]
+
+
+HEADER = ["AGENT", "STATUS", "ACTIVITY", "PID", "UPTIME", "RESTARTS", "MEM", "CPU",
+          "LAST EXIT", "BRANCH"]
+
+
+def render_status(status: dict[str, Any], *, color: bool = False,
+                  now_ms: int | None = None) -> str:
+    def paint(text: str, code: str | None) -> str:
+        return f"\033[{code}m{text}\033[0m" if color and code else text
+
+    now = int(time.time() * 1000) if now_ms is None else now_ms
     relay = status.get("relay") or {}
-    state = "running" if status.get("running") else "not running"
+    running = bool(status.get("running"))
+    state = "running" if running else "not running"
     conn = "connected" if relay.get("connected") else "disconnected"
     lines = [
         f"orchestrator {status.get('id') or '?'}  version {status.get('version') or '?'}  "
-        f"{paint(state, '32' if status.get('running') else '31')}",
-        f"supervisor   {status.get('supervisor') or '-'}"
-        + (f" ({status['selfUnit']})" if status.get("selfUnit") else ""),
-        f"relay        {relay.get('url') or '-'}  "
-        f"{paint(conn, '32' if relay.get('connected') else '33')}"
-        + (f"  last error: {relay['lastError']}" if relay.get("lastError") else ""),
+        f"{paint(state, '32' if running else '31')}",
     ]
+    if running:
+        lines.append(f"process      pid {status.get('pid')}  "
+                     f"up {uptime(status.get('startedAt'), now)}  "
+                     f"memory {size(status.get('memoryRss'))}")
+    lines.append(f"supervisor   {status.get('supervisor') or '-'}"
+                 + (f" ({status['selfUnit']})" if status.get("selfUnit") else ""))
+    unit = status.get("unit") or {}
+    if unit:
+        lines.append(f"unit         {unit.get('name')}  {unit.get('ActiveState', '?')}"
+                     f" ({unit.get('SubState', '?')})  restarts {unit.get('NRestarts', '?')}")
+    lines.append(f"relay        {relay.get('url') or '-'}  "
+                 f"{paint(conn, '32' if relay.get('connected') else '33')}"
+                 + (f"  last error: {relay['lastError']}" if relay.get("lastError") else ""))
+    from .._daemon_log import LogPlace
+
+    place = LogPlace.from_json(status.get("log"))
+    if place is not None:
+        lines.append(f"log          {place.describe()}")
     if status.get("startLimitHit"):
         lines.append(paint(str(status["startLimitHit"]), "31"))
     for warning in status.get("warnings") or []:
@@ -108,35 +218,32 @@ def render_status(status: dict[str, Any], *, color: bool = False) -> str:
     agents = status.get("agents") or []
     lines.append(f"agents       {len(agents)}")
     if agents:
-        now = int(time.time() * 1000)
-        rows = [("AGENT", "STATUS", "PID", "UPTIME", "RESTARTS", "LAST EXIT", "BRANCH")]
-        for agent in agents:
-            exit_info = agent.get("exit") or {}
-            last_exit = "-"
-            if exit_info:
-                last_exit = (f"signal {exit_info.get('signal')}" if exit_info.get("signal")
-                             else f"code {exit_info.get('exitCode')}")
-            workspace = agent.get("workspace") or {}
-            rows.append((
-                str(agent.get("label") or agent.get("agentId")),
-                str(agent.get("status")),
-                str(agent.get("pid") or "-"),
-                _uptime(agent.get("startedAt"), now) if agent.get("status") == "running" else "-",
-                str(agent.get("restartCount", 0)),
-                last_exit,
-                str(workspace.get("branch") or "-"),
-            ))
-        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-        for row in rows:
-            cells = (cell.ljust(w) for cell, w in zip(row, widths, strict=True))
-            lines.append("  " + "  ".join(cells))
+        rows = [HEADER, *(_agent_row(agent, now) for agent in agents)]
+        widths = [max(len(row[i]) for row in rows) for i in range(len(HEADER))]
+        for n, row in enumerate(rows):
+            cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=True)]
+            if n:
+                cells[1] = paint(cells[1], _STATUS_COLORS.get(row[1]))
+                cells[2] = paint(cells[2], _ACTIVITY_COLORS.get(row[2]))
+            lines.append(("  " + "  ".join(cells)).rstrip())
+            question = agents[n - 1].get("question") if n else None
+            if question and row[2] in ("asking", "needs-login"):
+                first = str(question).strip().splitlines()[0] if str(question).strip() else ""
+                lines.append(f"      asks: {first[:100]}")
     return "\n".join(lines)
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
-    p = sub.add_parser("status", help="the local view of this host's orchestrator")
+    p = sub.add_parser(
+        "status", help="the local view of this host's orchestrator (exit 0 running, 3 not)",
+        description="The local view of this host's orchestrator and its agents. Exit status: "
+                    "0 running, 3 not running, 1 when it cannot be told.")
     add_setting_flags(p)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="one JSON object")
+    p.add_argument("--watch", action="store_true",
+                   help="a live view, redrawn in place until Ctrl-C")
+    p.add_argument("--interval", type=float, default=2.0, metavar="SECONDS",
+                   help="--watch: seconds between redraws (default 2)")
     p.set_defaults(func=cmd_status)
 
 
@@ -144,9 +251,25 @@ def cmd_status(args: argparse.Namespace) -> int:
     from ._service import settings_with_recorded
 
     settings = settings_with_recorded(args)
-    status = local_status(settings)
+    if args.watch:
+        if args.json:
+            print("relay-orchestrator: status: --watch and --json do not go together",
+                  file=sys.stderr)
+            return EXIT_USAGE
+        if not 0.1 <= args.interval <= 3600:
+            print("relay-orchestrator: status: --interval must be from 0.1 to 3600 seconds",
+                  file=sys.stderr)
+            return EXIT_USAGE
+        from ._watch import watch
+
+        return watch(settings, interval=args.interval)
+    try:
+        status = local_status(settings)
+    except StatusUnreadable as exc:
+        print(f"relay-orchestrator: {exc}", file=sys.stderr)
+        return EXIT_FAIL
     if args.json:
         print(json.dumps(status, indent=2))
     else:
-        print(render_status(status, color=sys.stdout.isatty()))
-    return EXIT_OK
+        print(render_status(status, color=use_color(sys.stdout)))
+    return EXIT_OK if status["running"] else EXIT_NOT_RUNNING
