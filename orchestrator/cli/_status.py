@@ -34,14 +34,11 @@ EXIT_NOT_RUNNING = 3  # systemctl status: "program is not running"
 _STARTED_SLACK_MS = 2000
 
 
-def local_status(settings: Settings) -> dict[str, Any]:
-    """The status file, with ``running`` (its process alive), ``stateDir``,
-    ``log`` (where the log is) and, for an installed systemd unit, ``unit``.
+def read_status(settings: Settings) -> dict[str, Any]:
+    """The status file, with ``running`` (its process alive) and ``stateDir``.
 
     Raises ``StatusUnreadable`` for a status file that exists but cannot be read.
     """
-    from ._installed import daemon_log
-
     path = settings.state_dir / STATUS_FILE
     try:
         status: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
@@ -64,6 +61,15 @@ def local_status(settings: Settings) -> dict[str, Any]:
         except psutil.Error:
             pass
     status["stateDir"] = str(settings.state_dir)
+    return status
+
+
+def local_status(settings: Settings) -> dict[str, Any]:
+    """``read_status``, with ``log`` (where the log is) and, for an installed
+    systemd unit, ``unit``."""
+    from ._installed import daemon_log
+
+    status = read_status(settings)
     status["log"] = daemon_log(settings, status).to_json()
     status.update(_unit_state())
     return status

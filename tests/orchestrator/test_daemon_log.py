@@ -170,6 +170,12 @@ async def test_run_under_launchd_rotates_the_file_launchd_gave_it(
     assert records[-1]["msg"].startswith("orchestrator ") and "stopped" in records[-1]["msg"]
     assert int(log.with_name("orchestrator.log.head").read_text()) >= 2 * 4096
 
+    # `logs` finds it (the status file says where) and reads it across its backups.
+    out = await run_logs(tmp_path, "-n", "30")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == actors.tail_lines(log, 30)
+    assert len(out.stdout.splitlines()) == 30
+
 
 @pytest.mark.slow
 async def test_run_in_the_foreground_keeps_a_log_file_in_the_state_dir(
@@ -190,3 +196,117 @@ async def test_run_in_the_foreground_keeps_a_log_file_in_the_state_dir(
     assert log.stat().st_mode & 0o777 == 0o600
     assert log.read_text() == err.read_text()  # the terminal's lines, the same
     assert "stopped" in log.read_text().splitlines()[-1]
+
+
+# -- `logs` with no agent: the orchestrator's own log -----------------------------------
+
+
+def logs_argv(tmp_path: Path, *extra: str) -> list[str]:
+    (tmp_path / "config.toml").touch()
+    return [sys.executable, "-m", "orchestrator", "logs", "--state-dir", str(tmp_path / "state"),
+            "--config", str(tmp_path / "config.toml"), *extra]
+
+
+def logs_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    return cli_env(XDG_CONFIG_HOME=str(tmp_path / "xdg"), HOME=str(tmp_path / "home"), **extra)
+
+
+def popen_text(argv: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(argv, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=env)
+
+
+async def run_logs(tmp_path: Path, *extra: str, **env: str) -> subprocess.CompletedProcess[str]:
+    argv, environ = logs_argv(tmp_path, *extra), logs_env(tmp_path, **env)
+    return await trio.to_thread.run_sync(lambda: subprocess.run(
+        argv, capture_output=True, text=True, timeout=30, env=environ))
+
+
+@pytest.mark.slow
+async def test_logs_reads_and_follows_the_foreground_orchestrators_file(
+    relay: Any, tmp_path: Path
+) -> None:
+    proc = start(run_argv(relay.url, tmp_path, "--supervisor", "none"),
+                 logs_env(tmp_path, RELAY_ORCHESTRATOR_TOKEN=TOKEN), tmp_path / "stderr")
+    follower: subprocess.Popen[str] | None = None
+    try:
+        with trio.fail_after(WAIT):
+            await relay.wait_for(lambda: any(relay.orchestrators()))
+        log = tmp_path / "state" / DAEMON_LOG
+        out = await run_logs(tmp_path, "-n", "2")
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.splitlines() == log.read_text().splitlines()[-2:]
+
+        follower = popen_text(logs_argv(tmp_path, "-n", "1", "-f"), logs_env(tmp_path))
+        assert follower.stdout is not None and follower.stderr is not None
+        first = await trio.to_thread.run_sync(follower.stdout.readline)
+        assert first.rstrip("\n") == log.read_text().splitlines()[-1]
+        assert await stop(proc) == 0  # the orchestrator's last lines reach the follower
+        with trio.fail_after(WAIT):
+            while "stopped" not in (line := await trio.to_thread.run_sync(
+                    follower.stdout.readline)):
+                assert line, "the follower's output ended"
+        follower.send_signal(signal.SIGINT)
+        with trio.fail_after(WAIT):
+            code = await trio.to_thread.run_sync(follower.wait)
+        assert code == 0 and "Traceback" not in follower.stderr.read()
+    finally:
+        for p in (proc, follower):
+            if p is not None and p.poll() is None:
+                p.kill()
+                p.wait()
+        if follower is not None:
+            for pipe in (follower.stdout, follower.stderr):
+                if pipe is not None:
+                    pipe.close()
+
+
+async def test_logs_under_systemd_is_the_units_journal(tmp_path: Path) -> None:
+    """An installed unit, no status file yet: journalctl takes over, -n and -f
+    passed through (a stand-in journalctl records how it is called)."""
+    from ..supervisors.stand_ins import StandIns
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    stand_ins = StandIns(bin_dir, tmp_path / "calls.jsonl")
+    stand_ins.add("journalctl", stdout="a journal line\n")
+    unit = tmp_path / "xdg" / "systemd" / "user" / "relay-orchestrator.service"
+    unit.parent.mkdir(parents=True)
+    unit.write_text("[Service]\n")
+    path = f"{bin_dir}{os.pathsep}{os.environ['PATH']}"
+    out = await run_logs(tmp_path, "-n", "7", "-f", PATH=path)
+    assert (out.returncode, out.stdout) == (0, "a journal line\n")
+    out = await run_logs(tmp_path, PATH=path)
+    assert stand_ins.argvs() == [
+        ["journalctl", "--user", "-u", "relay-orchestrator.service", "-n", "7", "--no-pager",
+         "-f"],
+        ["journalctl", "--user", "-u", "relay-orchestrator.service", "-n", "20", "--no-pager"],
+    ]
+    stand_ins.add("journalctl", code=1)  # its exit status is ours
+    assert (await run_logs(tmp_path, PATH=path)).returncode == 1
+    # The running orchestrator names its unit in its status file: that one.
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "status.json").write_text(json.dumps(
+        {"pid": os.getpid(), "supervisor": "systemd", "selfUnit": "custom.service",
+         "log": {"journalUnit": "custom.service", "stderr": True}}))
+    stand_ins.add("journalctl")
+    await run_logs(tmp_path, "-n", "3", PATH=path)
+    assert stand_ins.argvs()[-1] == ["journalctl", "--user", "-u", "custom.service", "-n", "3",
+                                     "--no-pager"]
+
+
+async def test_logs_says_in_one_sentence_when_there_is_no_log_to_read(tmp_path: Path) -> None:
+    out = await run_logs(tmp_path)
+    assert out.returncode == 1 and out.stdout == ""
+    assert out.stderr == (f"relay-orchestrator: no orchestrator log at "
+                          f"{tmp_path / 'state' / DAEMON_LOG} yet (the orchestrator writes it "
+                          f"once `run` starts)\n")
+    state = tmp_path / "state"
+    state.mkdir()
+    # An orchestrator run by `dev` (or a test) logs to its standard error only.
+    (state / "status.json").write_text(json.dumps({"pid": os.getpid(), "supervisor": "none",
+                                                   "log": {"stderr": True}}))
+    out = await run_logs(tmp_path)
+    assert out.returncode == 1 and out.stderr.count("\n") == 1
+    assert "keeps no log file: its log is the standard error of the process" in out.stderr
