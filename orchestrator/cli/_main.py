@@ -22,6 +22,7 @@ from . import (
     _doctor,
     _logs,
     _relay,
+    _restart,
     _run,
     _service,
     _status,
@@ -30,8 +31,8 @@ from . import (
 from ._exit import EXIT_OK, EXIT_USAGE
 
 # In the order ``--help`` lists them.
-COMMANDS = (_run, _dev, _relay, _status, _upgrade, _ctl, _service, _logs, _attach, _doctor,
-            _completion)
+COMMANDS = (_run, _dev, _relay, _status, _restart, _upgrade, _ctl, _service, _logs, _attach,
+            _doctor, _completion)
 
 
 class _Parser(argparse.ArgumentParser):

@@ -251,8 +251,9 @@ def cmd_uninstall(args: argparse.Namespace) -> int:
     settings = settings_with_recorded(args)
     home = Path.home()
     xdg = Path(os.environ["XDG_CONFIG_HOME"]) if os.environ.get("XDG_CONFIG_HOME") else None
-    unit_file = (xdg or home / ".config") / "systemd" / "user" / supervisors.SYSTEMD_UNIT
-    kind = "systemd" if unit_file.exists() or host_kind() == "systemd" else "launchd"
+    from ._installed import installed_service
+
+    kind = installed_service() or host_kind()  # what install wrote, else the host's kind
     plan = supervisors.plan_uninstall(
         kind,  # type: ignore[arg-type]
         config_dir=config_dir(), home=home, uid=os.getuid(), xdg_config_home=xdg,
