@@ -222,7 +222,8 @@ def render_status(status: dict[str, Any], *, color: bool = False,
     for warning in status.get("warnings") or []:
         lines.append(paint(f"warning      {warning}", "33"))
     agents = status.get("agents") or []
-    lines.append(f"agents       {len(agents)}")
+    lines.append(f"agents       {len(agents)}"
+                 + ("" if running or not agents else "  (as the orchestrator last saw them)"))
     if agents:
         rows = [HEADER, *(_agent_row(agent, now) for agent in agents)]
         widths = [max(len(row[i]) for row in rows) for i in range(len(HEADER))]
