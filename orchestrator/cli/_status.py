@@ -15,11 +15,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
-from collections.abc import Mapping
-from typing import Any, TextIO
+from typing import Any
 
 import psutil
 
@@ -27,6 +25,7 @@ from .._errors import StatusUnreadable
 from .._settings import Settings, add_setting_flags
 from ..daemon._status import STATUS_FILE
 from ._exit import EXIT_FAIL, EXIT_OK, EXIT_USAGE
+from ._watch import use_color, watch
 
 EXIT_NOT_RUNNING = 3  # systemctl status: "program is not running"
 # The status file's pid is another process when that process started later
@@ -118,12 +117,6 @@ def _unit_state() -> dict[str, Any]:
 
 
 # -- rendering -----------------------------------------------------------------
-
-
-def use_color(out: TextIO, environ: Mapping[str, str] | None = None) -> bool:
-    """Colour on a terminal, unless ``NO_COLOR`` is set (to anything) or ``TERM=dumb``."""
-    env = os.environ if environ is None else environ
-    return out.isatty() and not env.get("NO_COLOR") and env.get("TERM") != "dumb"
 
 
 def uptime(started_ms: object, now_ms: int) -> str:
@@ -240,6 +233,14 @@ def render_status(status: dict[str, Any], *, color: bool = False,
     return "\n".join(lines)
 
 
+def _view(settings: Settings, color: bool) -> str:
+    """What ``--watch`` shows each time: the view, or why there is none."""
+    try:
+        return render_status(local_status(settings), color=color)
+    except StatusUnreadable as exc:
+        return str(exc)
+
+
 def register(sub: argparse._SubParsersAction[Any]) -> None:
     p = sub.add_parser(
         "status", help="the local view of this host's orchestrator (exit 0 running, 3 not)",
@@ -267,9 +268,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             print("relay-orchestrator: status: --interval must be from 0.1 to 3600 seconds",
                   file=sys.stderr)
             return EXIT_USAGE
-        from ._watch import watch
-
-        return watch(settings, interval=args.interval)
+        return watch(lambda color: _view(settings, color), interval=args.interval)
     try:
         status = local_status(settings)
     except StatusUnreadable as exc:

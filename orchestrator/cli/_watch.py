@@ -10,9 +10,10 @@ wraps and shifts what is below it. Off a terminal (a pipe, a file) each frame
 is printed after the last, separated by an empty line, without escapes.
 
 Ctrl-C (SIGINT), SIGTERM and a closed terminal (SIGHUP) end it cleanly, with
-the screen restored and exit status 0. The figures are what the status file
-says: an agent's memory and CPU as the orchestrator sampled them at its last
-heartbeat.
+the screen restored and exit status 0. What it shows is the caller's view
+(``status`` passes its own: figures as the status file has them, an agent's
+memory and CPU as the orchestrator sampled them at its last heartbeat), with
+colour where ``use_color`` allows it.
 """
 
 from __future__ import annotations
@@ -24,13 +25,11 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Callable, Mapping
 from types import FrameType
 from typing import TextIO
 
-from .._errors import StatusUnreadable
-from .._settings import Settings
 from ._exit import EXIT_OK
-from ._status import local_status, render_status, use_color
 
 ENTER = "\033[?1049h\033[?25l"  # alternate screen, cursor hidden
 LEAVE = "\033[?25h\033[?1049l"  # cursor shown, the shell's screen back
@@ -38,6 +37,12 @@ HOME = "\033[H"
 CLEAR_LINE = "\033[K"
 CLEAR_BELOW = "\033[J"
 _ESCAPE = re.compile(r"\033\[[0-9;?]*[A-Za-z]")
+
+
+def use_color(out: TextIO, environ: Mapping[str, str] | None = None) -> bool:
+    """Colour on a terminal, unless ``NO_COLOR`` is set (to anything) or ``TERM=dumb``."""
+    env = os.environ if environ is None else environ
+    return out.isatty() and not env.get("NO_COLOR") and env.get("TERM") != "dumb"
 
 
 class _Stop(Exception):
@@ -63,14 +68,10 @@ def clip(line: str, width: int) -> str:
     return "".join(out)
 
 
-def frame(settings: Settings, *, interval: float, color: bool) -> str:
-    """One view: a title line, then what ``status`` prints."""
+def frame(body: str, *, interval: float) -> str:
+    """One view: a title line, then ``body`` (what ``status`` prints)."""
     title = (f"relay-orchestrator status on {socket.gethostname()}  "
              f"{time.strftime('%H:%M:%S')}  every {interval:g}s  (Ctrl-C to quit)")
-    try:
-        body = render_status(local_status(settings), color=color)
-    except StatusUnreadable as exc:
-        body = str(exc)
     return f"{title}\n\n{body}"
 
 
@@ -84,7 +85,8 @@ def draw(out: TextIO, text: str, *, terminal: bool) -> None:
     out.flush()
 
 
-def watch(settings: Settings, *, interval: float, out: TextIO | None = None) -> int:
+def watch(view: Callable[[bool], str], *, interval: float, out: TextIO | None = None) -> int:
+    """Show ``view(color)`` every ``interval`` seconds until stopped; exit status 0."""
     out = out or sys.stdout
     terminal = out.isatty()
     color = use_color(out)
@@ -97,7 +99,7 @@ def watch(settings: Settings, *, interval: float, out: TextIO | None = None) -> 
         if terminal:
             out.write(ENTER)
         while True:
-            draw(out, frame(settings, interval=interval, color=color), terminal=terminal)
+            draw(out, frame(view(color), interval=interval), terminal=terminal)
             time.sleep(interval)
     except (KeyboardInterrupt, _Stop):
         pass

@@ -11,6 +11,7 @@ import json
 import os
 import pty
 import shutil
+import signal
 import subprocess
 import sys
 import uuid
@@ -356,3 +357,42 @@ async def test_watch_redraws_in_place_and_ends_cleanly_on_ctrl_c(
     assert "exited 0" in after
     assert pane.show("#{alternate_on}") == "0"  # the shell's screen is back
     assert "Traceback" not in after and "KeyboardInterrupt" not in after
+
+
+def popen_status(argv: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(argv, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=env)
+
+
+async def test_watch_off_a_terminal_prints_view_after_view_without_escapes(
+    tmp_path: Path,
+) -> None:
+    argv = status_argv(tmp_path / "state", tmp_path, "--watch", "--interval", "0.1")
+    proc = popen_status(argv, cli_env(XDG_CONFIG_HOME=str(tmp_path / "xdg"), TERM="xterm"))
+    assert proc.stdout is not None and proc.stderr is not None
+    try:
+        titles = 0
+        with trio.fail_after(WAIT):
+            while titles < 2:
+                line = await trio.to_thread.run_sync(proc.stdout.readline)
+                assert line, "status --watch ended by itself"
+                assert "\033" not in line
+                titles += line.startswith("relay-orchestrator status on ")
+        proc.send_signal(signal.SIGTERM)
+        with trio.fail_after(WAIT):
+            assert await trio.to_thread.run_sync(proc.wait) == 0
+        assert proc.stderr.read() == ""
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
+
+
+async def test_watch_refuses_json_and_a_bad_interval(tmp_path: Path) -> None:
+    for extra in (("--json",), ("--interval", "0"), ("--interval", "5000")):
+        out = await run_status(tmp_path / "state", tmp_path, "--watch", *extra)
+        assert out.returncode == 2 and out.stdout == "", extra
+        assert out.stderr.startswith("relay-orchestrator: status: ") and \
+            out.stderr.count("\n") == 1
