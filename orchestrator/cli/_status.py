@@ -243,9 +243,10 @@ def _view(settings: Settings, color: bool) -> str:
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
     p = sub.add_parser(
-        "status", help="the local view of this host's orchestrator (exit 0 running, 3 not)",
-        description="The local view of this host's orchestrator and its agents. Exit status: "
-                    "0 running, 3 not running, 1 when it cannot be told.")
+        "status", help="the local view of this host's orchestrator and its agents",
+        epilog="Exit status, as systemctl status's: 0 running, 3 not running, 1 when it "
+               "cannot be told (an unreadable status file). Colour only on a terminal, never "
+               "with NO_COLOR set.")
     add_setting_flags(p)
     p.add_argument("--json", action="store_true", help="one JSON object")
     p.add_argument("--watch", action="store_true",

@@ -26,7 +26,7 @@ from orchestrator.cli._status import render_status, size, uptime
 from orchestrator.cli._watch import clip
 
 from ..conftest import FAKE_AGENT, cli_env
-from .test_agents_e2e import settle
+from .e2e import settle
 
 FAKE_TUI = str(Path(__file__).parents[1] / "fake_tui.py")
 WAIT = 20
