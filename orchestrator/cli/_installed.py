@@ -12,7 +12,6 @@ the state dir.
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 from typing import Any, Literal
 
@@ -39,18 +38,15 @@ def launchd_label(status: dict[str, Any] | None = None) -> str:
 def installed_service(status: dict[str, Any] | None = None) -> ServiceKind | None:
     """The kind of service that runs the orchestrator here, or None (foreground).
 
-    The running orchestrator's supervisor when it has one; else the unit or
-    plist ``install`` wrote (the host's own kind first).
+    The running orchestrator's supervisor when it has one; else what
+    ``install`` wrote (``supervisors.find_installed``: the unit, else the plist).
     """
     if status and status.get("running") and status.get("supervisor") in ("systemd", "launchd"):
         return status["supervisor"]  # type: ignore[no-any-return]
-    systemd = systemd_unit_file().exists()
-    launchd = supervisors.launchd_plist_path(Path.home(), launchd_label(status)).exists()
-    if sys.platform == "darwin" and launchd:
-        return "launchd"
-    if systemd:
-        return "systemd"
-    return "launchd" if launchd else None
+    xdg = os.environ.get("XDG_CONFIG_HOME")
+    found = supervisors.find_installed(home=Path.home(), xdg_config_home=Path(xdg) if xdg else None,
+                                       label=launchd_label(status))
+    return None if found is None else found.kind
 
 
 def daemon_log(settings: Settings, status: dict[str, Any] | None = None) -> LogPlace:
