@@ -21,6 +21,7 @@ from typing import Any
 
 import psutil
 
+from .._daemon_log import LogPlace
 from .._errors import StatusUnreadable
 from .._settings import Settings, add_setting_flags
 from ..daemon._status import STATUS_FILE
@@ -205,8 +206,6 @@ def render_status(status: dict[str, Any], *, color: bool = False,
     lines.append(f"relay        {relay.get('url') or '-'}  "
                  f"{paint(conn, '32' if relay.get('connected') else '33')}"
                  + (f"  last error: {relay['lastError']}" if relay.get("lastError") else ""))
-    from .._daemon_log import LogPlace
-
     place = LogPlace.from_json(status.get("log"))
     if place is not None:
         lines.append(f"log          {place.describe()}")
