@@ -291,8 +291,14 @@ class Pane:
         return self.tmux("display-message", "-p", "-t", "watch", fmt).strip()
 
     def kill(self) -> None:
+        """End the test's own server, and remove the socket file it leaves."""
+        found = subprocess.run(["tmux", "-L", self.socket, "display-message", "-p",
+                                "#{socket_path}"], capture_output=True, text=True, timeout=30,
+                               check=False)
         subprocess.run(["tmux", "-L", self.socket, "kill-server"], capture_output=True,
                        timeout=30, check=False)
+        if found.returncode == 0 and found.stdout.strip():
+            Path(found.stdout.strip()).unlink(missing_ok=True)
 
 
 @pytest.fixture
