@@ -155,6 +155,15 @@ def _project_requirement(version: str, settings: Settings | None = None) -> str:
     return f"{DISTRIBUTION}=={version}"
 
 
+def _service_env(settings_env: dict[str, str]) -> dict[str, str]:
+    """The unit's environment: the settings, and the PATH of the shell that ran
+    ``install`` (as ``pm2 startup`` records it), so that agent CLIs installed
+    with npm, pipx or into ``~/.local/bin`` are found under the supervisor,
+    whose own PATH holds only the system's directories."""
+    path = os.environ.get("PATH")
+    return {**settings_env, "PATH": path} if path else dict(settings_env)
+
+
 def cmd_install(args: argparse.Namespace) -> int:
     settings = load_settings(args)
     if not settings.relay_url:
@@ -175,7 +184,7 @@ def cmd_install(args: argparse.Namespace) -> int:
     plan = supervisors.plan_install(
         kind,  # type: ignore[arg-type]
         exec_argv=_exec_argv(),
-        settings_env=settings_env,
+        settings_env=_service_env(settings_env),
         token=token,
         config_dir=config_dir(),
         home=Path.home(),

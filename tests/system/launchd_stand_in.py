@@ -33,6 +33,7 @@ from typing import Any
 
 import psutil
 
+LAUNCHD_DEFAULT_PATH = "/usr/bin:/bin:/usr/sbin:/sbin"
 PASSED_ON = ("PYTHONPATH",)  # the tests' own environment, where it matters to the job
 
 
@@ -52,7 +53,8 @@ def _process(job: dict[str, Any]) -> psutil.Process | None:
 
 def _start(folder: Path, label: str, plist_path: str) -> None:
     plist = plistlib.loads(Path(plist_path).read_bytes())
-    env = {"HOME": os.environ["HOME"], "PATH": os.environ["PATH"], "USER": "tester"}
+    # launchd's own PATH, not the caller's: what the plist does not set, a job lacks.
+    env = {"HOME": os.environ["HOME"], "PATH": LAUNCHD_DEFAULT_PATH, "USER": "tester"}
     env.update({k: os.environ[k] for k in PASSED_ON if k in os.environ})
     env.update(plist.get("EnvironmentVariables") or {})
     env["XPC_SERVICE_NAME"] = label

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import json
 import os
+import plistlib
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 import trio
 
@@ -99,6 +101,12 @@ async def test_status_logs_restart_of_an_installed_launchd_agent(relay: Any, hos
         await relay.wait_for(lambda: registered_by_another(relay, None))
     first_pid = int((relay.orchestrator(ORCH) or {})["pid"])
     assert (relay.orchestrator(ORCH) or {})["supervisor"] == "launchd"
+    # The job runs with the PATH of the shell that installed it (launchd's own
+    # holds only the system's folders, where npm's agent CLIs are not).
+    plist = plistlib.loads((host.home / "Library" / "LaunchAgents" / f"{LABEL}.plist")
+                           .read_bytes())
+    assert plist["EnvironmentVariables"]["PATH"] == host.env["PATH"]
+    assert psutil.Process(first_pid).environ()["PATH"] == host.env["PATH"]
 
     spawn = relay.create_command(f"orch:{ORCH}", "agent.spawn", {
         "provider": "command", "agentId": "ag_kept", "cwd": str(host.base),
