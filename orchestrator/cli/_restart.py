@@ -59,7 +59,13 @@ def _fail(message: str) -> int:
 
 
 def cmd_restart(args: argparse.Namespace) -> int:
-    settings = settings_with_recorded(args)
+    return restart_service(settings_with_recorded(args), timeout=args.timeout)
+
+
+def restart_service(settings: Settings, *, timeout: float = DEFAULT_TIMEOUT,
+                    after_upgrade: bool = False) -> int:
+    """Restart the installed service and wait for its new process; ``after_upgrade``:
+    with no service installed, say what to do and succeed (the install did)."""
     try:
         status: dict[str, Any] | None = read_status(settings)
     except StatusUnreadable:
@@ -68,6 +74,9 @@ def cmd_restart(args: argparse.Namespace) -> int:
     old_pid = status.get("pid") if status and running else None
     kind = installed_service(status)
     if kind is None:
+        if after_upgrade:
+            print("no installed service found: restart the orchestrator to run the new version")
+            return EXIT_OK
         if running:
             return _fail(
                 f"the orchestrator (pid {old_pid}) runs in the foreground, not as a service: "
@@ -78,14 +87,14 @@ def cmd_restart(args: argparse.Namespace) -> int:
                      "`relay-orchestrator install`")
     argv = restart_argv(kind, status)
     name = argv[-1]
-    deadline = time.monotonic() + args.timeout
+    deadline = time.monotonic() + timeout
     try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=args.timeout,
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
                               stdin=subprocess.DEVNULL)
     except FileNotFoundError:
         return _fail(f"{argv[0]} is not on PATH")
     except subprocess.TimeoutExpired:
-        return _fail(f"`{shlex.join(argv)}` took longer than {args.timeout:g} s")
+        return _fail(f"`{shlex.join(argv)}` took longer than {timeout:g} s")
     if proc.returncode != 0:
         output = (proc.stderr or proc.stdout).strip()
         tail = " | ".join(output.splitlines()[-3:]) or "(no output)"
@@ -93,7 +102,7 @@ def cmd_restart(args: argparse.Namespace) -> int:
     new_pid = wait_for_new_process(settings, old_pid, deadline)
     if new_pid is None:
         return _fail(f"{name} was restarted, but no new orchestrator wrote its status within "
-                     f"{args.timeout:g} s; read its log with `relay-orchestrator logs`")
+                     f"{timeout:g} s; read its log with `relay-orchestrator logs`")
     was = f"pid {old_pid} → {new_pid}" if old_pid else f"pid {new_pid}"
     print(f"restarted {name} ({kind}): {was}")
     return EXIT_OK

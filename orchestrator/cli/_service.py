@@ -1,4 +1,4 @@
-"""``install``, ``uninstall``, the restart after ``upgrade``, and the settings
+"""``install``, ``uninstall``, and the settings
 ``install`` recorded, which ``status`` and ``logs`` read too.
 
 ``install`` records the settings it was given (as the unit's environment,
@@ -283,20 +283,4 @@ def cmd_uninstall(args: argparse.Namespace) -> int:
             print(f"note: {note}", file=sys.stderr)
     kept = "" if args.purge else f"; agents and their state kept in {settings.state_dir}"
     print(f"{plan.unit} removed{kept}")
-    return 0
-
-
-def restart_service(settings: Settings) -> int:
-    home = Path.home()
-    xdg = Path(os.environ["XDG_CONFIG_HOME"]) if os.environ.get("XDG_CONFIG_HOME") else None
-    unit_file = (xdg or home / ".config") / "systemd" / "user" / supervisors.SYSTEMD_UNIT
-    if unit_file.exists() and shutil.which("systemctl"):
-        proc = subprocess.run(["systemctl", "--user", "restart", supervisors.SYSTEMD_UNIT],
-                              capture_output=True, text=True, timeout=120)
-        if proc.returncode != 0:
-            print(f"relay-orchestrator: restart failed: {proc.stderr.strip()}", file=sys.stderr)
-            return 1
-        print(f"restarted {supervisors.SYSTEMD_UNIT}")
-        return 0
-    print("no installed service found: restart the orchestrator to run the new version")
     return 0

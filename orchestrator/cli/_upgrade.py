@@ -53,7 +53,7 @@ def cmd_upgrade(args: argparse.Namespace) -> int:
         return 1
     print(f"installed {args.target_version}")
     if not args.no_restart:
-        from ._service import restart_service
+        from ._restart import restart_service
 
-        return restart_service(settings)
+        return restart_service(settings, after_upgrade=True)
     return 0

@@ -21,6 +21,8 @@ import psutil
 import pytest
 import trio
 
+from orchestrator._version import current_version
+
 from ..conftest import FAKE_AGENT, TOKEN, cli_env, kill_agents
 from . import launchd_stand_in
 from .sandbox import alive
@@ -151,6 +153,21 @@ async def test_status_logs_restart_of_an_installed_launchd_agent(relay: Any, hos
     messages = [json.loads(line)["msg"] for line in out.stdout.splitlines()]
     assert sum(m.startswith(f"orchestrator {ORCH} ") and " up " in m for m in messages) == 2
     assert "received SIGTERM; stopping" in messages
+
+    # -- upgrade (to the version installed: pip has nothing to fetch): the
+    # service restarted the same way, the agent kept
+    upgraded = await host.cli("upgrade", "--version", current_version())
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert host.calls()[-1] == ["launchctl", "kickstart", "-k", f"gui/{uid}/{LABEL}"]
+    third_pid = json.loads((host.state / "status.json").read_text())["pid"]
+    assert upgraded.stdout == (f"installed {current_version()}\n"
+                               f"restarted gui/{uid}/{LABEL} (launchd): "
+                               f"pid {second_pid} → {third_pid}\n")
+    with trio.fail_after(WAIT):
+        await relay.wait_for(lambda: registered_by_another(relay, second_pid) and any(
+            a["agentId"] == "ag_kept" and a["pid"] == agent_pid
+            for a in (relay.orchestrator(ORCH) or {}).get("agents") or []))
+    second_pid = third_pid
 
     # -- uninstall: the job ends (bootout), the agent stays
     removed = await host.cli("uninstall")
