@@ -475,7 +475,7 @@ class ManagedAgent:
         watch = running.watch
         provider = self._ctx.config.provider(self.state.provider)
         # What it started, before it ends (a CLI's background server, say).
-        tree = await trio.to_thread.run_sync(tree_of, watch.identity.pid)
+        tree = tree_of(watch.identity.pid, await self._ctx.processes.current())
         if graceful and provider is not None and provider.quit_input:
             deadline = trio.current_time() + within / 2
             with trio.move_on_at(deadline):

@@ -25,6 +25,7 @@ from ._agent import AgentState
 from ._config import FleetConfig, ProviderConfig
 from ._filewatch import FileWatch
 from ._params import CommandRejected, SpawnParams
+from ._process import ProcessTables
 from ._providers import Provider, find_program
 from ._store import AgentStore, Reporter
 from ._tmux import TmuxServer
@@ -65,6 +66,7 @@ class FleetContext:
     tmux_available: bool
     boot_id: str | None = None  # this boot's, stored with each record
     files: FileWatch = attrs.field(factory=FileWatch)  # wakes activity trackers on output
+    processes: ProcessTables = attrs.field(factory=ProcessTables)  # shared by stops
     nursery: trio.Nursery | None = None
     # Starts a prepared launch under another agentId (restart to a new id).
     launch_elsewhere: Callable[[Launch, int], Awaitable[dict[str, object]]] | None = None

@@ -249,19 +249,97 @@ class ProcessWatch:
 TreeMember = tuple[int, float]
 
 
-def tree_of(pid: int) -> list[TreeMember]:
-    """Every process ``pid`` started (children, theirs, …), as they are now."""
-    try:
-        children = psutil.Process(pid).children(recursive=True)
-    except psutil.Error:
-        return []
-    members = []
-    for child in children:
-        try:
-            members.append((child.pid, child.create_time()))
-        except psutil.Error:
+# Every process on the host: pid → (parent pid, start time).
+ProcessTable = dict[int, tuple[int, float]]
+
+
+def read_process_table() -> ProcessTable:
+    """Every process's parent and start time, read once (blocking: run it in a thread)."""
+    return _read_proc() if os.path.isdir("/proc/self/task") else _read_psutil()
+
+
+def _read_psutil() -> ProcessTable:
+    table: ProcessTable = {}
+    for process in psutil.process_iter(["ppid", "create_time"]):
+        info = process.info
+        if info["ppid"] is not None and info["create_time"] is not None:
+            table[process.pid] = (info["ppid"], info["create_time"])
+    return table
+
+
+def _read_proc() -> ProcessTable:
+    """Linux: one read of ``/proc/<pid>/stat`` a process (psutil's way to a
+    start time reads more files than that); start times as psutil gives them."""
+    boot, ticks = psutil.boot_time(), os.sysconf("SC_CLK_TCK")
+    table: ProcessTable = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
             continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as stat:
+                raw = stat.read()
+        except OSError:
+            continue  # ended meanwhile
+        # After the command name (in parentheses, which it may itself hold):
+        # state, ppid, … starttime is the 20th field after the name.
+        fields = raw[raw.rfind(b")") + 2:].split()
+        try:
+            table[int(name)] = (int(fields[1]), boot + int(fields[19]) / ticks)
+        except (IndexError, ValueError):
+            continue
+    return table
+
+
+def tree_of(pid: int, table: ProcessTable) -> list[TreeMember]:
+    """Every process ``pid`` started (children, theirs, …), as ``table`` saw them."""
+    children: dict[int, list[int]] = {}
+    for child, (parent, _) in table.items():
+        children.setdefault(parent, []).append(child)
+    members, todo = [], list(children.get(pid, ()))
+    while todo:
+        child = todo.pop()
+        members.append((child, table[child][1]))
+        todo.extend(children.get(child, ()))
     return members
+
+
+@attrs.define(eq=False)
+class _Read:
+    done: trio.Event = attrs.field(factory=trio.Event)
+    table: ProcessTable | None = None
+
+
+class ProcessTables:
+    """The process table for many callers at once: reading it costs a pass over
+    every process on the host, so callers that ask while a read is waiting to
+    start share that read (it starts after each of them asked, so it sees what
+    they see), and one read runs at a time. Stopping a fleet reads the table a
+    few times, not once per agent."""
+
+    def __init__(self) -> None:
+        self._waiting: _Read | None = None
+        self._one_at_a_time = trio.Lock()
+        self.reads = 0
+
+    async def current(self) -> ProcessTable:
+        while True:
+            read = self._waiting
+            if read is not None:
+                await read.done.wait()
+                if read.table is not None:
+                    return read.table
+                continue  # the caller that owned it was cancelled: read again
+            read = self._waiting = _Read()
+            try:
+                async with self._one_at_a_time:
+                    self._waiting = None  # later callers wait for the next read
+                    read.table = await trio.to_thread.run_sync(read_process_table)
+                    self.reads += 1
+            finally:
+                if self._waiting is read:
+                    self._waiting = None
+                read.done.set()
+            return read.table
 
 
 def end_tree(members: Sequence[TreeMember], grace: float) -> int:
