@@ -131,11 +131,12 @@ class AgentFleet:
         """What the host does not do that the config asks (limits not enforced)."""
         return list(self._warnings.values())
 
-    async def refresh_usage(self) -> None:
-        """Sample every running agent's usage, and act on the limits nobody else enforces."""
+    async def refresh_usage(self) -> bool:
+        """Sample every running agent's usage, and act on the limits nobody else
+        enforces; whether there was any agent to sample."""
         sampled = [(actor, probe) for actor in self._actors.values() if (probe := actor.probe)]
         if not sampled:
-            return
+            return False
         usages = await trio.to_thread.run_sync(sample_all, [probe for _, probe in sampled])
         limits: dict[str, _Rules] = {}
         for (actor, probe), usage in zip(sampled, usages, strict=True):
@@ -153,6 +154,7 @@ class AgentFleet:
             for key, value, kind in others:
                 if kind not in probe.kernel_limits:
                     self._warn(provider, key, value)
+        return True
 
     def _limits_of(self, provider: str) -> _Rules:
         """A provider's memory_max (and in bytes), and the limits only a unit can enforce."""

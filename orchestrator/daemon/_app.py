@@ -412,10 +412,10 @@ def _visible_outcome(orch: Orchestrator, command: Command) -> Outcome:
     return Outcome.failed(f"orchestrator restarted before completing {command.type}")
 
 
-async def _durable_then(journal: Journal, refresh: Callable[[], Awaitable[None]],
+async def _durable_then(journal: Journal, refresh: Callable[[], Awaitable[bool]],
                         then: Callable[[], None]) -> None:
     """Before a registration or heartbeat lists the agents: what it tells is durable,
-    and their usage sampled afresh."""
+    and their usage sampled afresh (``then``, when there was any to sample)."""
     journal.make_durable()
-    await refresh()
-    then()
+    if await refresh():
+        then()

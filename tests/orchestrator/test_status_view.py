@@ -136,6 +136,27 @@ async def test_a_running_orchestrator_exits_0_and_says_where_its_log_is(
     assert isinstance(data["startedAt"], int) and data["heartbeatInterval"] == 10.0
 
 
+async def test_an_idle_orchestrator_without_agents_leaves_its_status_file_alone(
+    relay: Any, start_orchestrator: Any, tmp_path: Path,
+) -> None:
+    """Heartbeats with nothing to sample write nothing: no disk write a beat."""
+    orch = await start_orchestrator(id="orch-idle", heartbeat_interval="0.2")
+    path = orch.settings.state_dir / "status.json"
+    await wait_until(lambda: path.exists() and json.loads(path.read_text())["relay"]
+                     .get("connected"), "a connected status file")
+
+    async def beats(n: int) -> None:
+        start = (relay.orchestrator("orch-idle") or {}).get("heartbeats", 0)
+        with trio.fail_after(WAIT):
+            await relay.wait_for(lambda: (relay.orchestrator("orch-idle") or {})
+                                 .get("heartbeats", 0) >= start + n)
+
+    await beats(8)  # past the writer's once-a-second coalescing of the start's changes
+    written = path.stat().st_mtime_ns, json.loads(path.read_text())["updatedAt"]
+    await beats(8)
+    assert (path.stat().st_mtime_ns, json.loads(path.read_text())["updatedAt"]) == written
+
+
 # -- colour ------------------------------------------------------------------------
 
 
