@@ -61,10 +61,11 @@ def this_program() -> str:
     return f"{shlex.quote(sys.executable)} -m orchestrator"
 
 
-def tour_lines(url: str, token: str, orch_id: str, base_dir: str, socket: str | None,
-               logs: str) -> list[str]:
-    """``socket``: the tmux socket the agents are on (None: no tmux); ``logs``:
-    the ``logs`` command that reads this orchestrator's agents."""
+def tour_lines(url: str, token: str, orch_id: str, base_dir: str, tmux: bool,
+               prog: str, state_dir: str) -> list[str]:
+    """``tmux``: whether agents get terminal sessions to attach to; ``prog``: this
+    program; ``state_dir``: this orchestrator's (its commands need it)."""
+    state = f"--state-dir {shlex.quote(state_dir)}"
     agent_id = "ag_demo"
     spawn = {"provider": "command", "agentId": agent_id, "label": "demo", "cwd": base_dir,
              "providerArgs": [sys.executable, "-m", "orchestrator.devrelay._demo_agent"],
@@ -77,8 +78,9 @@ def tour_lines(url: str, token: str, orch_id: str, base_dir: str, socket: str | 
         "restart it:",
         "  " + curl_line(url, token, f"/api/agents/{agent_id}/action", {"action": "restart"}),
         "watch it:",
-        *([f"  tmux -L {socket} attach -t relay-{agent_id}"] if socket else []),
-        f"  {logs} {agent_id} -f",
+        f"  {prog} status {state} --watch",
+        *([f"  {prog} attach {state} {agent_id}"] if tmux else []),
+        f"  {prog} logs {state} {agent_id} -f",
         "stop it:",
         "  " + curl_line(url, token, f"/api/agents/{agent_id}/action", {"action": "stop"}),
         "see the commands:",
@@ -97,7 +99,7 @@ async def run_dev(args: argparse.Namespace) -> None:
 
 
 async def _run_dev(args: argparse.Namespace, token: str, signals: Any) -> None:
-    from ..daemon._app import run_orchestrator, tmux_socket
+    from ..daemon._app import run_orchestrator
     from ._relay import serve_dev_relay
 
     async with trio.open_nursery() as nursery:
@@ -114,7 +116,7 @@ async def _run_dev(args: argparse.Namespace, token: str, signals: Any) -> None:
             print(f"orchestrator:  {orch.id} ({orch.agent_id}), state in {settings.state_dir}",
                   file=out)
             print("", file=out)
-            print("create a command (spawns an agent that echoes its input):", file=out)
+            print("try it (a demo agent that echoes what it is sent):", file=out)
             from ._demo import demo_workdir
 
             work = demo_workdir(settings.base_dir, settings.state_dir)
@@ -122,9 +124,8 @@ async def _run_dev(args: argparse.Namespace, token: str, signals: Any) -> None:
             if not notes.exists():
                 notes.write_text("# Demo notes\nRemember: the relay is the source of truth.\n")
             tmux = shutil.which("tmux") is not None
-            logs = f"{this_program()} logs --state-dir {shlex.quote(str(settings.state_dir))}"
-            for line in tour_lines(relay.url, token, orch.id, str(work),
-                                  tmux_socket(settings) if tmux else None, logs):
+            for line in tour_lines(relay.url, token, orch.id, str(work), tmux, this_program(),
+                                   str(settings.state_dir)):
                 print(line, file=out)
             print("\nCtrl-C stops the relay, the orchestrator and its agents.",
                   file=out, flush=True)

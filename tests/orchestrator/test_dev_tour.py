@@ -191,11 +191,27 @@ def test_readme_commands_work_as_written(tmp_path: Path, home: Path) -> None:
         assert cmds[-1]["status"] == "succeeded", cmds[-1]
         pid = cmds[-1]["result"]["pid"]
         # The printed way to read the agent's output works as printed (once, not -f).
-        watch = lines[lines.index("watch it:") + 1: lines.index("stop it:")]
-        logs_line = next(line.strip() for line in watch if " logs " in line)
-        assert logs_line.endswith(" -f")
+        watch = [line.strip() for line in
+                 lines[lines.index("watch it:") + 1: lines.index("stop it:")]]
+        status_line = next(line for line in watch if " status " in line)
+        logs_line = next(line for line in watch if " logs " in line)
+        assert status_line.endswith(" --watch") and logs_line.endswith(" -f")
+        # Once, not live: the status as printed, then the log.
+        def demo_row(out: str) -> bool:
+            return any(row.split()[:2] == ["demo", "running"] for row in out.splitlines())
+
+        deadline = time.monotonic() + 30  # the status file: rewritten at most once a second
+        while True:
+            seen = subprocess.run(["bash", "-c", status_line[: -len(" --watch")]],
+                                  capture_output=True, text=True, timeout=30, env=env)
+            assert seen.returncode == 0, seen.stderr
+            if demo_row(seen.stdout) or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert demo_row(seen.stdout), seen.stdout
         if shutil.which("tmux"):
-            assert watch[0].strip().startswith("tmux -L ")
+            attach_line = next(line for line in watch if " attach " in line)
+            assert attach_line.endswith(" ag_demo")
         read = subprocess.run(["bash", "-c", logs_line[: -len(" -f")] + " -n 5"],
                               capture_output=True, text=True, timeout=30, env=env)
         assert read.returncode == 0, read.stderr
