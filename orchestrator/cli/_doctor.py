@@ -389,10 +389,12 @@ def _check_token_file(path: Path) -> tuple[Check, Token]:
         return _fail("token", f"token file {path} does not exist",
                      f"install -m 600 /dev/null {path}, then write the relay's token into it"
                      ), none
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) else "not text"
-        return _fail("token", f"token file {path} cannot be read: {reason}",
+    except OSError as exc:
+        return _fail("token", f"token file {path} cannot be read: {exc.strerror}",
                      f"make it yours and readable by you: chmod 600 {path}"), none
+    except UnicodeDecodeError:
+        return _fail("token", f"token file {path} cannot be read: not UTF-8 text",
+                     f"write the relay's token into {path}"), none
     where = str(path)
     if path.name == "token.env":  # systemd's EnvironmentFile=, as install writes it
         value = supervisors.parse_env_file(text).get(TOKEN_ENV, "").strip()
@@ -457,8 +459,8 @@ def check_relay(settings: Settings, token: Token) -> Check:
                      "RELAY_ORCHESTRATOR_RELAY_URL or relay_url in the config file")
     try:
         client = relay_client(settings, token.value)
-    except ConfigError as exc:
-        return _fail("relay", str(exc), "give a readable PEM file of CA certificates")
+    except ConfigError as exc:  # the CA file, the URL or the token as httpx takes them
+        return _fail("relay", str(exc), "fix the option, variable or file it names")
     try:
         with client:
             response = client.get("/api/orchestrators")

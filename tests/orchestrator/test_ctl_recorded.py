@@ -4,7 +4,8 @@ After ``install`` (its files written for real, as ``install`` writes them:
 ``installed.env``, and the token in ``token.env`` for systemd or ``token``
 for launchd), ``ctl`` needs no flag and no environment; a flag or the
 environment still wins, and the stored token goes only to the relay it was
-recorded with. An answer ``ctl`` cannot use is one sentence.
+recorded with. An answer ``ctl`` cannot use, and a URL or token it cannot
+send, are one sentence each.
 """
 
 from __future__ import annotations
@@ -171,3 +172,25 @@ def test_an_answer_that_is_not_the_protocols_is_one_sentence(
     assert out.stderr.startswith(f"relay-orchestrator ctl: {said}"), out.stderr
     assert out.stderr.count("\n") == 1
 
+
+@pytest.mark.parametrize(("relay_url", "token", "said"), [
+    ("http://[::1", TOKEN, "relay-orchestrator: --relay-url http://[::1: "),
+    ("http://127.0.0.1:9", "t\u00f6ken", "relay-orchestrator: the relay token holds a "
+     "character other than ASCII, which an HTTP header cannot carry"),
+])
+def test_a_url_or_token_httpx_cannot_take_is_a_usage_error(
+    tmp_path: Path, relay_url: str, token: str, said: str,
+) -> None:
+    out = run_ctl(tmp_path, "agents", "--relay-url", relay_url, RELAY_ORCHESTRATOR_TOKEN=token)
+    assert (out.returncode, out.stdout) == (2, ""), out.stderr
+    assert out.stderr.startswith(said) and out.stderr.count("\n") == 1, out.stderr
+
+
+def test_a_token_file_that_is_not_text_is_a_usage_error(tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_bytes(b"\xff\xfe")
+    token_file.chmod(0o600)
+    out = run_ctl(tmp_path, "agents", "--relay-url", "http://127.0.0.1:9",
+                  "--token-file", str(token_file))
+    assert (out.returncode, out.stderr) == (
+        2, f"relay-orchestrator: --token-file {token_file}: not UTF-8 text\n")

@@ -227,6 +227,16 @@ async def test_a_missing_token_file(machine: Machine) -> None:
     assert line.fix.startswith(f"install -m 600 /dev/null {machine.token_file}")
 
 
+async def test_a_token_file_that_is_not_text(machine: Machine) -> None:
+    machine.token_file.write_bytes(b"\xff\xfe")
+    report = await machine.doctor()
+    assert report.code == 1
+    line = report.line("token file")
+    assert (line.status, line.what, line.fix) == (
+        "FAIL", f"token file {machine.token_file} cannot be read: not UTF-8 text",
+        f"write the relay's token into {machine.token_file}")
+
+
 async def test_a_relay_that_is_down(machine: Machine) -> None:
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
