@@ -479,6 +479,12 @@ def check_relay(settings: Settings, token: Token) -> Check:
         return _fail("relay", f"relay {url} answered {response.status_code} to "
                      f"GET /api/orchestrators: {response.text.strip()[:200]}",
                      "check that the URL is the relay's (PROTOCOL.md section 6)")
+    try:
+        response.json()
+    except ValueError:  # a web server, not a relay: it answers anything with a page
+        return _fail("relay", f"{url} answered GET /api/orchestrators with something other "
+                     f"than JSON ({response.headers.get('content-type') or 'no content type'})",
+                     "check that the URL is the relay's (PROTOCOL.md section 6)")
     return _pass("relay", f"relay {url} answers and accepts the token")
 
 

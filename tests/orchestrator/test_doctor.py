@@ -16,6 +16,8 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -235,6 +237,38 @@ async def test_a_token_file_that_is_not_text(machine: Machine) -> None:
     assert (line.status, line.what, line.fix) == (
         "FAIL", f"token file {machine.token_file} cannot be read: not UTF-8 text",
         f"write the relay's token into {machine.token_file}")
+
+
+async def test_a_url_that_is_a_web_page_and_not_a_relay(machine: Machine) -> None:
+    class Page(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = b"<html>welcome</html>"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Page)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        page = f"http://127.0.0.1:{server.server_address[1]}"
+        machine.flags["--relay-url"] = page
+        report = await machine.doctor()
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=WAIT)
+    assert report.code == 1
+    line = report.line("/api/orchestrators")
+    assert (line.status, line.what) == (
+        "FAIL", f"{page} answered GET /api/orchestrators with something other than JSON "
+                "(text/html)")
+    assert line.fix == "check that the URL is the relay's (PROTOCOL.md section 6)"
 
 
 async def test_a_relay_that_is_down(machine: Machine) -> None:
