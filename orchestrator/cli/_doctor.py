@@ -51,6 +51,7 @@ from ._service import (
     recorded_token_file,
     settings_with_recorded,
 )
+from ._watch import use_color
 
 PYTHON_MIN = (3, 11)
 TMUX_MIN = (3, 2)  # tmux -N (a client never starts a server), which every call passes
@@ -431,7 +432,12 @@ def check_state_dir(settings: Settings, user: str) -> Check:
     state = settings.state_dir
     fix = (f"make it {user}'s and writable (chown -R {user} {state}; chmod u+rwx {state}), "
            "or choose another --state-dir")
-    if state.exists():
+    try:
+        there = state.exists()
+    except OSError as exc:  # a folder above it that may not be searched
+        return _fail("state-dir", f"state dir {state} cannot be reached: {exc.strerror}",
+                     f"let {user} through the folders above it, or choose another --state-dir")
+    if there:
         if not state.is_dir():
             return _fail("state-dir", f"state dir {state} is not a directory",
                          "remove it, or choose another --state-dir")
@@ -491,8 +497,17 @@ def check_relay(settings: Settings, token: Token) -> Check:
 # -- the command ----------------------------------------------------------------------
 
 
+def user_name() -> str:
+    """This user's name; a uid with no entry in the user database (a container
+    run with ``--user 1234``) goes by ``$USER``, else by its number."""
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        return os.environ.get("USER") or str(os.getuid())
+
+
 def run_checks(args: argparse.Namespace) -> list[Check]:
-    user = pwd.getpwuid(os.getuid()).pw_name
+    user = user_name()
     home = Path.home()
     checks = [check_python()]
     settings: Settings | None = None
@@ -541,6 +556,5 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"ok": not failed, "checks": [c.to_json() for c in checks]}, indent=2))
     else:
-        color = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
-        print(render(checks, color=color))
+        print(render(checks, color=use_color(sys.stdout)))
     return EXIT_FAIL if failed else EXIT_OK

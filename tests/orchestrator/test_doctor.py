@@ -309,6 +309,25 @@ async def test_a_state_dir_nobody_may_write(machine: Machine) -> None:
     assert report.line("relay http").status == "PASS"
 
 
+async def test_a_state_dir_behind_a_folder_nobody_may_enter(machine: Machine) -> None:
+    """A folder above the state dir without x: a FAIL line, not a traceback. Root
+    passes through modes: it runs without the capabilities that let it."""
+    locked = machine.root / "locked"
+    machine.flags["--state-dir"] = str(locked / "state")
+    locked.mkdir(mode=0o000)
+    wrap = (["setpriv", "--bounding-set=-dac_override,-dac_read_search"]
+            if os.geteuid() == 0 else [])
+    try:
+        report = await machine.doctor(wrap=wrap)
+    finally:
+        locked.chmod(0o700)
+    assert report.code == 1, report.stdout + report.stderr
+    line = report.line("state dir")
+    assert (line.status, line.what) == (
+        "FAIL", f"state dir {locked / 'state'} cannot be reached: Permission denied")
+    assert line.fix == f"let {user()} through the folders above it, or choose another --state-dir"
+
+
 async def test_a_state_dir_that_is_a_file(machine: Machine) -> None:
     machine.state.rmdir()
     machine.state.write_text("")
