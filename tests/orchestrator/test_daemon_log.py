@@ -344,3 +344,14 @@ async def test_logs_into_a_pipe_closed_early_ends_without_a_traceback(tmp_path: 
     first, code, err = await trio.to_thread.run_sync(first_line_then_close)
     assert first == "line 0\n" and code == 1
     assert err == ""
+
+
+async def test_run_says_in_one_line_when_it_cannot_open_its_log_file(tmp_path: Path) -> None:
+    log = tmp_path / "state" / DAEMON_LOG
+    log.mkdir(parents=True)
+    argv = run_argv("http://127.0.0.1:9", tmp_path, "--supervisor", "none")
+    env = logs_env(tmp_path, RELAY_ORCHESTRATOR_TOKEN=TOKEN)
+    out = await trio.to_thread.run_sync(lambda: subprocess.run(
+        argv, capture_output=True, text=True, timeout=30, env=env))
+    assert (out.returncode, out.stdout) == (1, "")
+    assert out.stderr == f"relay-orchestrator: run: {log}: Is a directory\n"
