@@ -42,13 +42,17 @@ def read_status(settings: Settings) -> dict[str, Any]:
     path = settings.state_dir / STATUS_FILE
     try:
         status: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-        if not isinstance(status, dict):
-            raise ValueError("not a JSON object")
+        _check_shape(status)
     except FileNotFoundError:
         status = {"id": settings.id, "running": False, "version": None, "supervisor": None,
                   "relay": {"url": settings.relay_url, "connected": False}, "agents": []}
     except (OSError, ValueError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) else f"not valid JSON ({exc})"
+        if isinstance(exc, OSError):
+            reason = exc.strerror
+        elif isinstance(exc, json.JSONDecodeError | UnicodeDecodeError):
+            reason = f"not valid JSON ({exc})"
+        else:
+            reason = f"not a status file: {exc}"
         raise StatusUnreadable(f"cannot read the status file {path}: {reason}") from exc
     pid = status.get("pid")
     process = _process(pid, status.get("startedAt")) if isinstance(pid, int) else None
@@ -62,6 +66,18 @@ def read_status(settings: Settings) -> dict[str, Any]:
             pass
     status["stateDir"] = str(settings.state_dir)
     return status
+
+
+def _check_shape(status: object) -> None:
+    """ValueError unless ``status`` has the status file's shape where the
+    commands rely on it (another program's JSON, or a file cut short)."""
+    if not isinstance(status, dict):
+        raise ValueError("not a JSON object")
+    if not isinstance(status.get("relay", {}), dict):
+        raise ValueError("its relay is not an object")
+    agents = status.get("agents", [])
+    if not isinstance(agents, list) or not all(isinstance(a, dict) for a in agents):
+        raise ValueError("its agents are not a list of objects")
 
 
 def local_status(settings: Settings) -> dict[str, Any]:
