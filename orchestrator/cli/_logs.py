@@ -30,7 +30,9 @@ from .._errors import StatusUnreadable
 from .._settings import Settings, add_setting_flags
 from ._agents import find_agent
 from ._exit import EXIT_FAIL, EXIT_OK, EXIT_USAGE
+from ._installed import daemon_log
 from ._service import settings_with_recorded
+from ._status import read_status
 
 POLL = 0.2  # follow: a file has no portable change event; 0.2 s is what tail -f does (1 s)
 
@@ -112,9 +114,6 @@ def print_log(path: Path, count: int, *, follow: bool) -> int:
 
 def daemon_logs(settings: Settings, count: int, *, follow: bool) -> int:
     """The orchestrator's own log: the journal (exec'd), or its log file."""
-    from ._installed import daemon_log
-    from ._status import read_status
-
     try:
         status = read_status(settings)
     except StatusUnreadable:

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
+import subprocess
 import sys
 import time
 from typing import Any
@@ -26,6 +28,8 @@ from .._errors import StatusUnreadable
 from .._settings import Settings, add_setting_flags
 from ..daemon._status import STATUS_FILE
 from ._exit import EXIT_FAIL, EXIT_OK, EXIT_USAGE
+from ._installed import daemon_log, systemd_unit_file
+from ._service import settings_with_recorded
 from ._watch import use_color, watch
 
 EXIT_NOT_RUNNING = 3  # systemctl status: "program is not running"
@@ -83,8 +87,6 @@ def _check_shape(status: object) -> None:
 def local_status(settings: Settings) -> dict[str, Any]:
     """``read_status``, with ``log`` (where the log is) and, for an installed
     systemd unit, ``unit``."""
-    from ._installed import daemon_log
-
     status = read_status(settings)
     status["log"] = daemon_log(settings, status).to_json()
     status.update(_unit_state())
@@ -106,11 +108,6 @@ def _process(pid: int, started_ms: object) -> psutil.Process | None:
 
 def _unit_state() -> dict[str, Any]:
     """For an installed systemd unit: its state, and a hint when it hit its start limit."""
-    import shutil
-    import subprocess
-
-    from ._installed import systemd_unit_file
-
     unit_file = systemd_unit_file()
     unit = unit_file.name
     if not unit_file.exists() or not shutil.which("systemctl"):
@@ -272,8 +269,6 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from ._service import settings_with_recorded
-
     settings = settings_with_recorded(args)
     if args.watch:
         if args.json:
