@@ -37,9 +37,9 @@ def start_orchestrator(relay_url: str, token: str, *, heartbeat: float = 10.0,
                        config_extra: str = "") -> tuple[subprocess.Popen[bytes], Path]:
     """The orchestrator on ``relay_url``, its config the ``command`` provider
     (``session``) and then ``config_extra`` (TOML: more providers, say)."""
-    # Not in /tmp: on the project's machines creating a file or directory
-    # there costs 0.2-0.7 ms (elsewhere on the same disk, 0.02 ms), which
-    # would be charged to every agent's directory, FIFO and log.
+    # Not in /tmp: creating a file or directory there can cost far more than
+    # elsewhere on the same disk (docs/performance.md, Method), which would
+    # be charged to every agent's directory, FIFO and log.
     WORK.mkdir(parents=True, exist_ok=True)
     work = workdir or Path(tempfile.mkdtemp(prefix="relay-bench-", dir=WORK))
     (work / "base").mkdir(exist_ok=True)

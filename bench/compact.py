@@ -235,7 +235,7 @@ async def by_hand(stub: TimedStub, socket: str, aid: str, notes: str,
         return time.monotonic()
 
     async def until(activity: Activity, within: float) -> float:
-        with trio.fail_after(within):  # capture-pane forks a tmux client: ~2 ms of CPU a look
+        with trio.fail_after(within):  # capture-pane forks a tmux client each look
             while True:
                 out = await trio.run_process([*tmux, "capture-pane", "-p", "-t", target],
                                              capture_stdout=True)

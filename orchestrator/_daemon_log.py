@@ -41,6 +41,9 @@ from typing import Any, TextIO
 
 import attrs
 
+from actors import rotate_if_needed
+from supervisors import SYSTEMD_UNIT, launchd_log_path
+
 DAEMON_LOG = "orchestrator.log"
 
 
@@ -87,8 +90,6 @@ class LogPlace:
 def log_place(supervisor: str, *, self_unit: str | None, state_dir: Path,
               home: Path | None = None) -> LogPlace:
     """Where ``run`` under ``supervisor`` (``systemd``, ``launchd``, ``none``) logs."""
-    from supervisors import SYSTEMD_UNIT, launchd_log_path
-
     if supervisor == "systemd":
         return LogPlace(journal_unit=self_unit or SYSTEMD_UNIT)
     if supervisor == "launchd":
@@ -145,8 +146,6 @@ class RotatingLog(logging.StreamHandler[TextIO]):
         super().close()
 
     def _rotate(self) -> None:
-        from actors import rotate_if_needed
-
         rotate_if_needed(self.path, self.max_bytes, self.backups)
 
 

@@ -46,7 +46,8 @@ def journal_agents(state_dir: Path) -> list[tuple[str, dict[str, Any]]]:
     if not db.exists():
         return []
     try:
-        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        # as_uri escapes what a URI would read otherwise (a '#', '?' or '%' in the path).
+        con = sqlite3.connect(f"{db.absolute().as_uri()}?mode=ro", uri=True)
         try:
             rows = con.execute("SELECT agent_id, record FROM agents ORDER BY rowid").fetchall()
         finally:

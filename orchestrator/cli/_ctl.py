@@ -88,11 +88,27 @@ def _call(http: httpx.Client, method: str, path: str, body: Any = None) -> Any:
         raise CtlError(f"relay {http.base_url} unreachable: {exc}") from exc
     if r.status_code >= 400:
         try:
-            detail = r.json().get("error") or r.text
+            answer = r.json()
         except ValueError:
-            detail = r.text
+            answer = None
+        detail = (answer.get("error") if isinstance(answer, dict) else None) or r.text
         raise CtlError(f"relay answered {r.status_code}: {str(detail).strip()[:300]}")
-    return r.json() if r.content else None
+    if not r.content:
+        return None
+    try:
+        return r.json()
+    except ValueError:
+        raise CtlError(f"relay answered {r.status_code} to {method} {path} with a body that is "
+                       f"not JSON: is {http.base_url} the relay's URL?") from None
+
+
+def _objects(answer: Any, key: str, what: str) -> list[dict[str, Any]]:
+    """A list answer (or ``{key: [...]}``) whose items are all JSON objects."""
+    items = answer.get(key, answer) if isinstance(answer, dict) else answer
+    if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
+        raise CtlError(f"relay answered something other than a list of {what}: "
+                       f"{json.dumps(answer)[:200]}")
+    return items
 
 
 def cmd_ctl(args: argparse.Namespace) -> int:
@@ -132,12 +148,13 @@ def _dispatch(http: httpx.Client, args: argparse.Namespace) -> Any:
                       "force": args.force})
     if action == "agents":
         if args.orchestrator:
-            return [_call(http, "GET", f"/api/orchestrators/{segment(args.orchestrator)}")]
-        raw = _call(http, "GET", "/api/orchestrators")
-        return raw.get("orchestrators", raw) if isinstance(raw, dict) else raw
+            one = [_call(http, "GET", f"/api/orchestrators/{segment(args.orchestrator)}")]
+            return _objects(one, "orchestrators", "orchestrators")
+        return _objects(_call(http, "GET", "/api/orchestrators"), "orchestrators",
+                        "orchestrators")
     if action == "commands":
         raw = _call(http, "GET", "/api/commands" + query(target=args.target, status=args.status))
-        return raw.get("commands", raw) if isinstance(raw, dict) else raw
+        return _objects(raw, "commands", "commands")
     raise CtlError(f"unknown action {action}")
 
 

@@ -51,6 +51,7 @@ from ._service import (
     recorded_token_file,
     settings_with_recorded,
 )
+from ._watch import use_color
 
 PYTHON_MIN = (3, 11)
 TMUX_MIN = (3, 2)  # tmux -N (a client never starts a server), which every call passes
@@ -389,10 +390,12 @@ def _check_token_file(path: Path) -> tuple[Check, Token]:
         return _fail("token", f"token file {path} does not exist",
                      f"install -m 600 /dev/null {path}, then write the relay's token into it"
                      ), none
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) else "not text"
-        return _fail("token", f"token file {path} cannot be read: {reason}",
+    except OSError as exc:
+        return _fail("token", f"token file {path} cannot be read: {exc.strerror}",
                      f"make it yours and readable by you: chmod 600 {path}"), none
+    except UnicodeDecodeError:
+        return _fail("token", f"token file {path} cannot be read: not UTF-8 text",
+                     f"write the relay's token into {path}"), none
     where = str(path)
     if path.name == "token.env":  # systemd's EnvironmentFile=, as install writes it
         value = supervisors.parse_env_file(text).get(TOKEN_ENV, "").strip()
@@ -429,7 +432,12 @@ def check_state_dir(settings: Settings, user: str) -> Check:
     state = settings.state_dir
     fix = (f"make it {user}'s and writable (chown -R {user} {state}; chmod u+rwx {state}), "
            "or choose another --state-dir")
-    if state.exists():
+    try:
+        there = state.exists()
+    except OSError as exc:  # a folder above it that may not be searched
+        return _fail("state-dir", f"state dir {state} cannot be reached: {exc.strerror}",
+                     f"let {user} through the folders above it, or choose another --state-dir")
+    if there:
         if not state.is_dir():
             return _fail("state-dir", f"state dir {state} is not a directory",
                          "remove it, or choose another --state-dir")
@@ -457,8 +465,8 @@ def check_relay(settings: Settings, token: Token) -> Check:
                      "RELAY_ORCHESTRATOR_RELAY_URL or relay_url in the config file")
     try:
         client = relay_client(settings, token.value)
-    except ConfigError as exc:
-        return _fail("relay", str(exc), "give a readable PEM file of CA certificates")
+    except ConfigError as exc:  # the CA file, the URL or the token as httpx takes them
+        return _fail("relay", str(exc), "fix the option, variable or file it names")
     try:
         with client:
             response = client.get("/api/orchestrators")
@@ -477,14 +485,29 @@ def check_relay(settings: Settings, token: Token) -> Check:
         return _fail("relay", f"relay {url} answered {response.status_code} to "
                      f"GET /api/orchestrators: {response.text.strip()[:200]}",
                      "check that the URL is the relay's (PROTOCOL.md section 6)")
+    try:
+        response.json()
+    except ValueError:  # a web server, not a relay: it answers anything with a page
+        return _fail("relay", f"{url} answered GET /api/orchestrators with something other "
+                     f"than JSON ({response.headers.get('content-type') or 'no content type'})",
+                     "check that the URL is the relay's (PROTOCOL.md section 6)")
     return _pass("relay", f"relay {url} answers and accepts the token")
 
 
 # -- the command ----------------------------------------------------------------------
 
 
+def user_name() -> str:
+    """This user's name; a uid with no entry in the user database (a container
+    run with ``--user 1234``) goes by ``$USER``, else by its number."""
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        return os.environ.get("USER") or str(os.getuid())
+
+
 def run_checks(args: argparse.Namespace) -> list[Check]:
-    user = pwd.getpwuid(os.getuid()).pw_name
+    user = user_name()
     home = Path.home()
     checks = [check_python()]
     settings: Settings | None = None
@@ -533,6 +556,5 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"ok": not failed, "checks": [c.to_json() for c in checks]}, indent=2))
     else:
-        color = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
-        print(render(checks, color=color))
+        print(render(checks, color=use_color(sys.stdout)))
     return EXIT_FAIL if failed else EXIT_OK

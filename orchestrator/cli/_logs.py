@@ -29,8 +29,10 @@ import actors
 from .._errors import StatusUnreadable
 from .._settings import Settings, add_setting_flags
 from ._agents import find_agent
-from ._exit import EXIT_FAIL, EXIT_OK
+from ._exit import EXIT_FAIL, EXIT_OK, EXIT_USAGE
+from ._installed import daemon_log
 from ._service import settings_with_recorded
+from ._status import read_status
 
 POLL = 0.2  # follow: a file has no portable change event; 0.2 s is what tail -f does (1 s)
 
@@ -73,6 +75,9 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
+    if args.n < 0:
+        print("relay-orchestrator: logs: -n must be 0 or more", file=sys.stderr)
+        return EXIT_USAGE
     settings = settings_with_recorded(args)
     if args.agent is None:
         return daemon_logs(settings, args.n, follow=args.follow)
@@ -86,6 +91,10 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
 def print_log(path: Path, count: int, *, follow: bool) -> int:
     """The last ``count`` lines of a log of ours, then (``follow``) each new one."""
+    # The readers skip what they cannot read (the daemon must go on): here,
+    # a log that cannot be read is said, not shown as an empty one.
+    with open(path, "rb"):  # an OSError names the file (``_main``)
+        pass
     if not follow:
         for line in tail_log(path, count):
             print(line)
@@ -105,9 +114,6 @@ def print_log(path: Path, count: int, *, follow: bool) -> int:
 
 def daemon_logs(settings: Settings, count: int, *, follow: bool) -> int:
     """The orchestrator's own log: the journal (exec'd), or its log file."""
-    from ._installed import daemon_log
-    from ._status import read_status
-
     try:
         status = read_status(settings)
     except StatusUnreadable:

@@ -3,12 +3,14 @@ per command, each with its ``register``; a command's heavy imports (the
 daemon, the dev relay, httpx) happen when it runs.
 
 Exit codes (``_exit.py``): 0 success, 2 usage or configuration error (one
-line naming the option or file), 1 anything else.
+line naming the option or file), 1 anything else. A file or folder a command
+cannot read or write is one line naming it, never a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -28,7 +30,7 @@ from . import (
     _status,
     _upgrade,
 )
-from ._exit import EXIT_OK, EXIT_USAGE
+from ._exit import EXIT_FAIL, EXIT_OK, EXIT_USAGE
 
 # In the order ``--help`` lists them.
 COMMANDS = (_run, _dev, _relay, _status, _restart, _upgrade, _ctl, _service, _logs, _attach,
@@ -82,3 +84,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         return EXIT_OK
+    except BrokenPipeError:  # the reader went away (``… | head``): nothing more to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAIL
+    except OSError as exc:  # a file or folder the command could not read or write
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"relay-orchestrator: {args.command}: {where}{exc.strerror or exc}",
+              file=sys.stderr)
+        return EXIT_FAIL

@@ -46,5 +46,11 @@ def relay_client(settings: Settings, token: str | None) -> httpx.Client:
         except (OSError, ssl.SSLError) as exc:
             raise ConfigError(f"--ca-file {settings.ca_file}: {exc}") from exc
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    return httpx.Client(base_url=settings.relay_url, headers=headers, timeout=TIMEOUT,
-                        trust_env=False, verify=verify)
+    try:
+        return httpx.Client(base_url=settings.relay_url, headers=headers, timeout=TIMEOUT,
+                            trust_env=False, verify=verify)
+    except httpx.InvalidURL as exc:
+        raise ConfigError(f"--relay-url {settings.relay_url}: {exc}") from exc
+    except UnicodeEncodeError as exc:  # an HTTP header carries ASCII only
+        raise ConfigError("the relay token holds a character other than ASCII, which an "
+                          "HTTP header cannot carry: give the token the relay issued") from exc

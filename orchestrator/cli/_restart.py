@@ -30,7 +30,7 @@ import supervisors
 
 from .._errors import StatusUnreadable
 from .._settings import Settings, add_setting_flags
-from ._exit import EXIT_FAIL, EXIT_OK
+from ._exit import EXIT_FAIL, EXIT_OK, EXIT_USAGE
 from ._installed import installed_service, launchd_label
 from ._service import settings_with_recorded
 from ._status import read_status
@@ -59,6 +59,10 @@ def _fail(message: str) -> int:
 
 
 def cmd_restart(args: argparse.Namespace) -> int:
+    if not 0 < args.timeout <= 3600:  # nan too: it is not within
+        print("relay-orchestrator: restart: --timeout must be more than 0 and at most 3600 "
+              "seconds", file=sys.stderr)
+        return EXIT_USAGE
     return restart_service(settings_with_recorded(args), timeout=args.timeout)
 
 

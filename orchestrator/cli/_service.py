@@ -35,6 +35,7 @@ from .._settings import (
     read_token_file,
 )
 from .._version import DISTRIBUTION, current_version
+from ._installed import installed_service
 
 INSTALLED_ENV = "installed.env"
 
@@ -260,8 +261,6 @@ def cmd_uninstall(args: argparse.Namespace) -> int:
     settings = settings_with_recorded(args)
     home = Path.home()
     xdg = Path(os.environ["XDG_CONFIG_HOME"]) if os.environ.get("XDG_CONFIG_HOME") else None
-    from ._installed import installed_service
-
     kind = installed_service() or host_kind()  # what install wrote, else the host's kind
     plan = supervisors.plan_uninstall(
         kind,  # type: ignore[arg-type]

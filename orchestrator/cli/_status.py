@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
+import subprocess
 import sys
 import time
 from typing import Any
@@ -26,6 +28,8 @@ from .._errors import StatusUnreadable
 from .._settings import Settings, add_setting_flags
 from ..daemon._status import STATUS_FILE
 from ._exit import EXIT_FAIL, EXIT_OK, EXIT_USAGE
+from ._installed import daemon_log, systemd_unit_file
+from ._service import settings_with_recorded
 from ._watch import use_color, watch
 
 EXIT_NOT_RUNNING = 3  # systemctl status: "program is not running"
@@ -42,13 +46,17 @@ def read_status(settings: Settings) -> dict[str, Any]:
     path = settings.state_dir / STATUS_FILE
     try:
         status: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-        if not isinstance(status, dict):
-            raise ValueError("not a JSON object")
+        _check_shape(status)
     except FileNotFoundError:
         status = {"id": settings.id, "running": False, "version": None, "supervisor": None,
                   "relay": {"url": settings.relay_url, "connected": False}, "agents": []}
     except (OSError, ValueError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) else f"not valid JSON ({exc})"
+        if isinstance(exc, OSError):
+            reason = exc.strerror
+        elif isinstance(exc, json.JSONDecodeError | UnicodeDecodeError):
+            reason = f"not valid JSON ({exc})"
+        else:
+            reason = f"not a status file: {exc}"
         raise StatusUnreadable(f"cannot read the status file {path}: {reason}") from exc
     pid = status.get("pid")
     process = _process(pid, status.get("startedAt")) if isinstance(pid, int) else None
@@ -64,11 +72,21 @@ def read_status(settings: Settings) -> dict[str, Any]:
     return status
 
 
+def _check_shape(status: object) -> None:
+    """ValueError unless ``status`` has the status file's shape where the
+    commands rely on it (another program's JSON, or a file cut short)."""
+    if not isinstance(status, dict):
+        raise ValueError("not a JSON object")
+    if not isinstance(status.get("relay", {}), dict):
+        raise ValueError("its relay is not an object")
+    agents = status.get("agents", [])
+    if not isinstance(agents, list) or not all(isinstance(a, dict) for a in agents):
+        raise ValueError("its agents are not a list of objects")
+
+
 def local_status(settings: Settings) -> dict[str, Any]:
     """``read_status``, with ``log`` (where the log is) and, for an installed
     systemd unit, ``unit``."""
-    from ._installed import daemon_log
-
     status = read_status(settings)
     status["log"] = daemon_log(settings, status).to_json()
     status.update(_unit_state())
@@ -90,11 +108,6 @@ def _process(pid: int, started_ms: object) -> psutil.Process | None:
 
 def _unit_state() -> dict[str, Any]:
     """For an installed systemd unit: its state, and a hint when it hit its start limit."""
-    import shutil
-    import subprocess
-
-    from ._installed import systemd_unit_file
-
     unit_file = systemd_unit_file()
     unit = unit_file.name
     if not unit_file.exists() or not shutil.which("systemctl"):
@@ -256,8 +269,6 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from ._service import settings_with_recorded
-
     settings = settings_with_recorded(args)
     if args.watch:
         if args.json:

@@ -9,6 +9,7 @@ from typing import Any
 
 from .._settings import add_setting_flags
 from .._version import DISTRIBUTION
+from ._restart import restart_service
 from ._service import settings_with_recorded
 
 
@@ -53,7 +54,5 @@ def cmd_upgrade(args: argparse.Namespace) -> int:
         return 1
     print(f"installed {args.target_version}")
     if not args.no_restart:
-        from ._restart import restart_service
-
         return restart_service(settings, after_upgrade=True)
     return 0

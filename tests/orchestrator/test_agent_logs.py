@@ -63,8 +63,12 @@ def test_logs_n_prints_exactly_the_last_n_lines_across_rotations(
         assert proc.stdout.splitlines() == [f"line {n:06d}" for n in range(5000 - count, 5000)]
 
 
-def test_logs_finds_the_agent_by_id_label_or_tmux_session(tmp_path: Path, state: Path) -> None:
+# The journal is opened by URI: a path holding what a URI reads otherwise too.
+@pytest.mark.parametrize("folder", ["state", "state #2?mode=rw&x=%41"])
+def test_logs_finds_the_agent_by_id_label_or_tmux_session(tmp_path: Path, folder: str) -> None:
+    state = tmp_path / folder
     log = agent_log_path(state, "ag_log1")
+    log.parent.mkdir(parents=True)
     log.write_text("hello from the agent\n")
     journal = Journal.open(state)
     try:

@@ -4,7 +4,8 @@ After ``install`` (its files written for real, as ``install`` writes them:
 ``installed.env``, and the token in ``token.env`` for systemd or ``token``
 for launchd), ``ctl`` needs no flag and no environment; a flag or the
 environment still wins, and the stored token goes only to the relay it was
-recorded with.
+recorded with. An answer ``ctl`` cannot use, and a URL or token it cannot
+send, are one sentence each.
 """
 
 from __future__ import annotations
@@ -35,19 +36,21 @@ def run_ctl(home: Path, *args: str, **env: str) -> subprocess.CompletedProcess[s
 
 
 class Recorder:
-    """A relay stand-in on loopback that answers 404 and keeps each request's
-    line and Authorization header (what went on the wire, byte for byte)."""
+    """A relay stand-in on loopback that answers ``answer`` (404 unless a test
+    says otherwise) and keeps each request's line and Authorization header
+    (what went on the wire, byte for byte)."""
 
     def __init__(self) -> None:
         self.requests: list[tuple[str, str | None]] = []
+        self.answer: tuple[int, bytes, str] = (404, b'{"error": "not here"}', "application/json")
         recorder = self
 
         class Handler(BaseHTTPRequestHandler):
             def answer(self) -> None:
                 recorder.requests.append((self.requestline, self.headers.get("Authorization")))
-                body = b'{"error": "not here"}'
-                self.send_response(404)
-                self.send_header("Content-Type", "application/json")
+                status, body, content_type = recorder.answer
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
@@ -144,3 +147,50 @@ async def test_the_dev_relay_reads_an_odd_id_whole(relay: Any, tmp_path: Path) -
         home, "stop", "ag ?x=1#y", "--relay-url", relay.url, RELAY_ORCHESTRATOR_TOKEN=TOKEN))
     assert out.returncode == 1
     assert "relay answered 404: agent not found: ag ?x=1#y" in out.stderr
+
+
+@pytest.mark.parametrize(("answer", "args", "said"), [
+    ((500, b"<html>boom</html>", "text/html"), ["agents"], "relay answered 500: <html>boom</html>"),
+    ((500, b'["x"]', "application/json"), ["stop", "ag_1"], 'relay answered 500: ["x"]'),
+    ((200, b"<html>a web page</html>", "text/html"), ["agents"],
+     "relay answered 200 to GET /api/orchestrators with a body that is not JSON: is "),
+    ((200, b"[1, 2]", "application/json"), ["commands"],
+     "relay answered something other than a list of commands: [1, 2]"),
+    ((200, b'{"orchestrators": ["x"]}', "application/json"), ["agents"],
+     "relay answered something other than a list of orchestrators: "),
+    ((200, b"[]", "application/json"), ["agents", "orch-1"],
+     "relay answered something other than a list of orchestrators: "),
+])
+def test_an_answer_that_is_not_the_protocols_is_one_sentence(
+    tmp_path: Path, recorder: Recorder, answer: tuple[int, bytes, str], args: list[str],
+    said: str,
+) -> None:
+    """A relay in trouble, or a URL that is not a relay's: no traceback."""
+    recorder.answer = answer
+    out = run_ctl(tmp_path, *args, "--relay-url", recorder.url, RELAY_ORCHESTRATOR_TOKEN=TOKEN)
+    assert (out.returncode, out.stdout) == (1, ""), out.stderr
+    assert out.stderr.startswith(f"relay-orchestrator ctl: {said}"), out.stderr
+    assert out.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize(("relay_url", "token", "said"), [
+    ("http://[::1", TOKEN, "relay-orchestrator: --relay-url http://[::1: "),
+    ("http://127.0.0.1:9", "t\u00f6ken", "relay-orchestrator: the relay token holds a "
+     "character other than ASCII, which an HTTP header cannot carry"),
+])
+def test_a_url_or_token_httpx_cannot_take_is_a_usage_error(
+    tmp_path: Path, relay_url: str, token: str, said: str,
+) -> None:
+    out = run_ctl(tmp_path, "agents", "--relay-url", relay_url, RELAY_ORCHESTRATOR_TOKEN=token)
+    assert (out.returncode, out.stdout) == (2, ""), out.stderr
+    assert out.stderr.startswith(said) and out.stderr.count("\n") == 1, out.stderr
+
+
+def test_a_token_file_that_is_not_text_is_a_usage_error(tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_bytes(b"\xff\xfe")
+    token_file.chmod(0o600)
+    out = run_ctl(tmp_path, "agents", "--relay-url", "http://127.0.0.1:9",
+                  "--token-file", str(token_file))
+    assert (out.returncode, out.stderr) == (
+        2, f"relay-orchestrator: --token-file {token_file}: not UTF-8 text\n")

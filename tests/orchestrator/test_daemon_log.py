@@ -310,3 +310,48 @@ async def test_logs_says_in_one_sentence_when_there_is_no_log_to_read(tmp_path: 
     out = await run_logs(tmp_path)
     assert out.returncode == 1 and out.stderr.count("\n") == 1
     assert "keeps no log file: its log is the standard error of the process" in out.stderr
+
+
+async def test_logs_says_in_one_sentence_when_its_log_cannot_be_read(tmp_path: Path) -> None:
+    """The readers skip what they cannot read; ``logs`` says so (it printed nothing
+    and exited 0). Root reads through modes: a directory where the file should be."""
+    log = tmp_path / "state" / DAEMON_LOG
+    log.mkdir(parents=True)
+    for extra in ((), ("-f",)):
+        out = await run_logs(tmp_path, *extra)
+        assert (out.returncode, out.stdout) == (1, ""), extra
+        assert out.stderr == f"relay-orchestrator: logs: {log}: Is a directory\n"
+    out = await run_logs(tmp_path, "-n", "-1")
+    assert (out.returncode, out.stderr) == (2, "relay-orchestrator: logs: -n must be 0 or more\n")
+
+
+async def test_logs_into_a_pipe_closed_early_ends_without_a_traceback(tmp_path: Path) -> None:
+    log = tmp_path / "state" / DAEMON_LOG
+    log.parent.mkdir(parents=True)
+    log.write_text("".join(f"line {n}\n" for n in range(200_000)))
+    argv, env = logs_argv(tmp_path, "-n", "200000"), logs_env(tmp_path)
+
+    def first_line_then_close() -> tuple[str, int, str]:
+        proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+        assert proc.stdout is not None and proc.stderr is not None
+        with proc.stderr:
+            first = proc.stdout.readline()
+            proc.stdout.close()  # as `| head -1` does
+            code = proc.wait(timeout=30)
+            return first, code, proc.stderr.read()
+
+    first, code, err = await trio.to_thread.run_sync(first_line_then_close)
+    assert first == "line 0\n" and code == 1
+    assert err == ""
+
+
+async def test_run_says_in_one_line_when_it_cannot_open_its_log_file(tmp_path: Path) -> None:
+    log = tmp_path / "state" / DAEMON_LOG
+    log.mkdir(parents=True)
+    argv = run_argv("http://127.0.0.1:9", tmp_path, "--supervisor", "none")
+    env = logs_env(tmp_path, RELAY_ORCHESTRATOR_TOKEN=TOKEN)
+    out = await trio.to_thread.run_sync(lambda: subprocess.run(
+        argv, capture_output=True, text=True, timeout=30, env=env))
+    assert (out.returncode, out.stdout) == (1, "")
+    assert out.stderr == f"relay-orchestrator: run: {log}: Is a directory\n"

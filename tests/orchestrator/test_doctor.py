@@ -16,6 +16,8 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -227,6 +229,48 @@ async def test_a_missing_token_file(machine: Machine) -> None:
     assert line.fix.startswith(f"install -m 600 /dev/null {machine.token_file}")
 
 
+async def test_a_token_file_that_is_not_text(machine: Machine) -> None:
+    machine.token_file.write_bytes(b"\xff\xfe")
+    report = await machine.doctor()
+    assert report.code == 1
+    line = report.line("token file")
+    assert (line.status, line.what, line.fix) == (
+        "FAIL", f"token file {machine.token_file} cannot be read: not UTF-8 text",
+        f"write the relay's token into {machine.token_file}")
+
+
+async def test_a_url_that_is_a_web_page_and_not_a_relay(machine: Machine) -> None:
+    class Page(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = b"<html>welcome</html>"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Page)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        page = f"http://127.0.0.1:{server.server_address[1]}"
+        machine.flags["--relay-url"] = page
+        report = await machine.doctor()
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=WAIT)
+    assert report.code == 1
+    line = report.line("/api/orchestrators")
+    assert (line.status, line.what) == (
+        "FAIL", f"{page} answered GET /api/orchestrators with something other than JSON "
+                "(text/html)")
+    assert line.fix == "check that the URL is the relay's (PROTOCOL.md section 6)"
+
+
 async def test_a_relay_that_is_down(machine: Machine) -> None:
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
@@ -263,6 +307,25 @@ async def test_a_state_dir_nobody_may_write(machine: Machine) -> None:
         "FAIL", f"state dir {machine.state} is not writable: {reason}")
     assert line.fix.startswith(f"make it {user()}'s and writable")
     assert report.line("relay http").status == "PASS"
+
+
+async def test_a_state_dir_behind_a_folder_nobody_may_enter(machine: Machine) -> None:
+    """A folder above the state dir without x: a FAIL line, not a traceback. Root
+    passes through modes: it runs without the capabilities that let it."""
+    locked = machine.root / "locked"
+    machine.flags["--state-dir"] = str(locked / "state")
+    locked.mkdir(mode=0o000)
+    wrap = (["setpriv", "--bounding-set=-dac_override,-dac_read_search"]
+            if os.geteuid() == 0 else [])
+    try:
+        report = await machine.doctor(wrap=wrap)
+    finally:
+        locked.chmod(0o700)
+    assert report.code == 1, report.stdout + report.stderr
+    line = report.line("state dir")
+    assert (line.status, line.what) == (
+        "FAIL", f"state dir {locked / 'state'} cannot be reached: Permission denied")
+    assert line.fix == f"let {user()} through the folders above it, or choose another --state-dir"
 
 
 async def test_a_state_dir_that_is_a_file(machine: Machine) -> None:

@@ -72,3 +72,11 @@ async def test_under_systemd_it_is_systemctl_restart_of_the_unit(tmp_path: Path)
            "status within 0.5 s" in out.stderr
     assert stand_ins.argvs() == [["systemctl", "--user", "restart",
                                   "relay-orchestrator.service"]] * 2
+
+
+async def test_a_timeout_that_is_not_a_positive_number_of_seconds(tmp_path: Path) -> None:
+    for timeout in ("0", "-5", "nan", "inf"):
+        out = await restart(tmp_path, tmp_path / "state", "--timeout", timeout)
+        assert (out.returncode, out.stdout) == (2, ""), timeout
+        assert out.stderr == ("relay-orchestrator: restart: --timeout must be more than 0 and "
+                              "at most 3600 seconds\n")

@@ -115,6 +115,16 @@ async def test_exit_status_is_3_without_an_orchestrator_and_1_for_a_broken_statu
     assert out.returncode == 1 and out.stdout == ""
     assert out.stderr.count("\n") == 1 and "cannot read the status file" in out.stderr
 
+    # JSON, but not a status file's: one sentence too, never a traceback.
+    for text, why in (('["x"]', "not a JSON object"), ('{"relay": "up"}', "its relay is not "
+                      "an object"), ('{"agents": [1]}', "its agents are not a list of objects")):
+        (state / "status.json").write_text(text)
+        for extra in ((), ("--json",)):
+            out = await run_status(state, tmp_path, *extra)
+            assert (out.returncode, out.stdout) == (1, ""), text
+            assert out.stderr == (f"relay-orchestrator: cannot read the status file "
+                                  f"{state / 'status.json'}: not a status file: {why}\n")
+
 
 async def test_a_running_orchestrator_exits_0_and_says_where_its_log_is(
     relay: Any, start_orchestrator: Any, tmp_path: Path,
