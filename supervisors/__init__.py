@@ -16,6 +16,7 @@ from ._errors import RestartError as RestartError
 from ._errors import SupervisorConfigError as SupervisorConfigError
 from ._errors import SupervisorError as SupervisorError
 from ._host import HostSupervisor as HostSupervisor
+from ._install import LAUNCHD_TOKEN_FILE as LAUNCHD_TOKEN_FILE
 from ._install import SYSTEMD_UNIT as SYSTEMD_UNIT
 from ._install import TOKEN_ENV as TOKEN_ENV
 from ._install import InstallPlan as InstallPlan
@@ -61,6 +62,7 @@ __all__ = [
     "SUPERVISOR_CHOICES",
     "SUPERVISOR_ENV_KEYS",
     "SYSTEMD_DEFAULT_PATH",
+    "LAUNCHD_TOKEN_FILE",
     "SYSTEMD_UNIT",
     "TOKEN_ENV",
     "DirectLauncher",

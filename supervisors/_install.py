@@ -145,6 +145,11 @@ class InstallPlan:
 _PLAIN = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789/._-+=:,@%$~^")
 
 
+# Where a launchd install keeps its copy of the token (0600): a name of its own,
+# never the ``token`` file a person may have made in the same folder and passed
+# as --token-file (``uninstall`` removes this copy).
+LAUNCHD_TOKEN_FILE = "launchd.token"
+
 def _c_escape(text: str) -> str:
     out = []
     for c in text:
@@ -292,7 +297,7 @@ def plan_install(
             )
         return InstallPlan(kind=kind, unit=SYSTEMD_UNIT, steps=tuple(steps))
     if kind == "launchd":
-        token_file = config_dir / "token"
+        token_file = config_dir / LAUNCHD_TOKEN_FILE
         steps = [MakeDir(path=log_path(home).parent)]
         if token:
             steps.append(
@@ -353,7 +358,7 @@ def plan_uninstall(
                 argv=tuple(bootout_argv(uid, label)), check=False, note=f"{label} was not loaded"
             ),
             RemoveFile(path=plist_path(home, label)),
-            RemoveFile(path=config_dir / "token"),
+            RemoveFile(path=config_dir / LAUNCHD_TOKEN_FILE),
             *purge,
         ]
         return InstallPlan(kind=kind, unit=label, steps=tuple(steps))

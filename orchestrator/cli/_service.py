@@ -92,7 +92,7 @@ def settings_with_recorded(args: argparse.Namespace, *, check_files: bool = True
 
 
 # Where install stores the token: systemd's EnvironmentFile=, launchd's --token-file.
-TOKEN_FILES = ("token.env", "token")
+TOKEN_FILES = ("token.env", supervisors.LAUNCHD_TOKEN_FILE)
 
 
 def recorded_token_file(settings: Settings, recorded: dict[str, str] | None = None

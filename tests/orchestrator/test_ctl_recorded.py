@@ -84,7 +84,8 @@ async def test_ctl_uses_the_relay_and_token_install_recorded(
     orch = await start_orchestrator()
     home = tmp_path / "home"
     config_dir = record_install(home, relay.url, kind)
-    assert (config_dir / ("token.env" if kind == "systemd" else "token")).stat().st_mode & 0o77 == 0
+    stored = config_dir / ("token.env" if kind == "systemd" else "launchd.token")
+    assert stored.stat().st_mode & 0o77 == 0
     out = await trio.to_thread.run_sync(lambda: run_ctl(home, "agents", "--json"))
     assert out.returncode == 0, out.stderr
     assert [o["id"] for o in json.loads(out.stdout)] == [orch.id]

@@ -5,7 +5,8 @@ from __future__ import annotations
 import supervisors
 
 EXPECTED = {
-    "LAUNCHD_LABEL", "SUPERVISOR_CHOICES", "SUPERVISOR_ENV_KEYS", "SYSTEMD_UNIT", "TOKEN_ENV",
+    "LAUNCHD_LABEL", "LAUNCHD_TOKEN_FILE", "SUPERVISOR_CHOICES",
+    "SUPERVISOR_ENV_KEYS", "SYSTEMD_UNIT", "TOKEN_ENV",
     "DirectLauncher", "HostSupervisor", "InstallError", "InstallPlan", "LaunchError",
     "LaunchSpec", "Launched", "LaunchdSupervisor", "MakeDir", "NoneSupervisor", "Notifier",
     "ProcessLauncher", "RemoveFile", "RemoveTree", "RestartError", "RunCommand",

@@ -48,7 +48,9 @@ class Host:
         launchctl.chmod(0o755)
         self.work = tmp_path / "work"
         self.work.mkdir()
-        self.token = self.work / "token"
+        # Where the quick start has a person keep it: the folder install writes to.
+        self.token = self.home / ".config" / "relay-orchestrator" / "token"
+        self.token.parent.mkdir(parents=True)
         self.token.write_text(TOKEN + "\n")
         self.token.chmod(0o600)
         self.config = self.work / "config.toml"
@@ -173,6 +175,8 @@ async def test_status_logs_restart_of_an_installed_launchd_agent(relay: Any, hos
     removed = await host.cli("uninstall")
     assert removed.returncode == 0, removed.stderr
     assert host.calls()[-1] == ["launchctl", "bootout", f"gui/{uid}/{LABEL}"]
+    assert host.token.read_text() == TOKEN + "\n"  # the person's own file: kept
+    assert not (host.token.parent / "launchd.token").exists()  # install's copy: removed
     with trio.fail_after(WAIT):
         while alive(second_pid):  # noqa: ASYNC110 (another process: no event to wait on)
             await trio.sleep(0.05)
