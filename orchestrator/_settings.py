@@ -220,6 +220,18 @@ def read_token_file(path: Path, what: str = "--token-file") -> str:
     token = text.strip()
     if not token:
         raise ConfigError(f"{what} {path}: file is empty")
+    return check_token(token, f"{what} {path}")
+
+
+def check_token(token: str, where: str) -> str:
+    """A bearer token goes into an HTTP header: visible ASCII only (RFC 6750's
+    characters and more; never a space, a control character or non-ASCII)."""
+    for char in token:
+        if not "!" <= char <= "~":
+            shown = repr(char) if char.isprintable() and char != " " else f"U+{ord(char):04X}"
+            raise ConfigError(
+                f"{where}: the token holds {shown}, which cannot go in an HTTP header "
+                f"(a token is visible ASCII: letters, digits, -._~+/=)")
     return token
 
 
@@ -303,7 +315,7 @@ def load_settings(
     settings = Settings(
         relay_url=values.get("relay_url"),
         token_file=values.get("token_file"),
-        token_env=token_env.strip() if token_env else None,
+        token_env=check_token(token_env.strip(), TOKEN_ENV) if token_env else None,
         ca_file=values.get("ca_file"),
         id=values.get("id"),
         base_dir=values.get("base_dir", Path.home()),

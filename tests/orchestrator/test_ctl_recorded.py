@@ -176,8 +176,8 @@ def test_an_answer_that_is_not_the_protocols_is_one_sentence(
 
 @pytest.mark.parametrize(("relay_url", "token", "said"), [
     ("http://[::1", TOKEN, "relay-orchestrator: --relay-url http://[::1: "),
-    ("http://127.0.0.1:9", "t\u00f6ken", "relay-orchestrator: the relay token holds a "
-     "character other than ASCII, which an HTTP header cannot carry"),
+    ("http://127.0.0.1:9", "t\u00f6ken", "relay-orchestrator: RELAY_ORCHESTRATOR_TOKEN: the "
+     "token holds 'ö', which cannot go in an HTTP header"),
 ])
 def test_a_url_or_token_httpx_cannot_take_is_a_usage_error(
     tmp_path: Path, relay_url: str, token: str, said: str,

@@ -10,6 +10,8 @@ going, and it is connected again once the file is fixed.
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,7 @@ import trio
 from orchestrator._errors import ConfigError
 from orchestrator._settings import read_token_file
 
-from ..conftest import TOKEN, make_settings
+from ..conftest import TOKEN, cli_env, make_settings
 
 WAIT = 10
 
@@ -98,3 +100,27 @@ def test_at_start_up_a_bad_token_file_is_still_a_config_error(tmp_path: Path) ->
         read_token_file(token_file)
     with pytest.raises(ConfigError, match="file is empty"):
         make_settings(tmp_path, "http://127.0.0.1:9", token=None, token_file=str(token_file))
+
+
+@pytest.mark.parametrize(("token", "said"), [
+    ("tök", "the token holds 'ö'"),
+    ("two words", "the token holds U+0020"),
+    ("tab\there", "the token holds U+0009"),
+])
+def test_a_token_that_cannot_go_in_a_header_stops_run_with_one_sentence(
+    tmp_path: Path, token: str, said: str,
+) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text(token + "\n", encoding="utf-8")
+    token_file.chmod(0o600)
+    (tmp_path / "none.toml").touch()
+    base = [sys.executable, "-m", "orchestrator", "run", "--relay-url", "http://127.0.0.1:9",
+            "--state-dir", str(tmp_path / "state"), "--config", str(tmp_path / "none.toml")]
+    for argv, env in ((["--token-file", str(token_file)], {}),
+                      ([], {"RELAY_ORCHESTRATOR_TOKEN": token})):
+        out = subprocess.run([*base, *argv], capture_output=True, text=True, timeout=30,
+                             env=cli_env(HOME=str(tmp_path), **env))
+        assert out.returncode == 2, out.stderr
+        lines = out.stderr.strip().splitlines()
+        assert len(lines) == 1 and said in lines[0] and "HTTP header" in lines[0], out.stderr
+        assert "Traceback" not in out.stderr
