@@ -30,7 +30,7 @@ from . import (
     _status,
     _upgrade,
 )
-from ._exit import EXIT_FAIL, EXIT_OK, EXIT_USAGE
+from ._exit import EXIT_FAIL, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 
 # In the order ``--help`` lists them.
 COMMANDS = (_run, _dev, _relay, _status, _restart, _upgrade, _ctl, _service, _logs, _attach,
@@ -63,6 +63,15 @@ def _describe(parser: argparse.ArgumentParser) -> None:
                 _describe(command)
 
 
+UNTIL_STOPPED = frozenset({"run", "dev", "relay", "attach"})
+
+
+def runs_until_stopped(args: argparse.Namespace) -> bool:
+    """Whether Ctrl-C is this command's ordinary end (see ``_exit``)."""
+    return (args.command in UNTIL_STOPPED or bool(getattr(args, "watch", False))
+            or bool(getattr(args, "follow", False)))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -83,7 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"relay-orchestrator: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        return EXIT_OK
+        return EXIT_OK if runs_until_stopped(args) else EXIT_INTERRUPTED
     except BrokenPipeError:  # the reader went away (``… | head``): nothing more to say
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_FAIL
