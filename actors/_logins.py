@@ -59,9 +59,17 @@ def login_evidence(kind: str, env: Mapping[str, str]) -> str | None:
         elif kind == "gemini" and path.name == ".env":
             if _env_file_sets(path, "GEMINI_API_KEY"):
                 return f"GEMINI_API_KEY in {path}"
-        elif path.is_file():
+        elif _is_file(path):
             return str(path)
     return None
+
+
+def _is_file(path: Path) -> bool:
+    """``Path.is_file``, but a folder it may not enter is "no" rather than an error."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False
 
 
 def _login_files(kind: str, env: Mapping[str, str]) -> list[Path]:

@@ -34,7 +34,7 @@ from ._installed import daemon_log
 from ._service import settings_with_recorded
 from ._status import read_status
 
-POLL = 0.2  # follow: a file has no portable change event; 0.2 s is what tail -f does (1 s)
+POLL = 0.2  # follow: a file has no portable change event, so it is looked at (tail -f: each second)
 
 
 def find_agent_log(state_dir: Path, query: str) -> Path | None:

@@ -198,6 +198,23 @@ async def test_a_cli_not_logged_in_is_a_warning(machine: Machine) -> None:
                         "carry ANTHROPIC_API_KEY")
 
 
+async def test_a_cli_whose_folder_nobody_may_enter_is_not_logged_in_and_the_rest_is_checked(
+    machine: Machine,
+) -> None:
+    machine.link_cli("claude")
+    locked = machine.home / ".claude"
+    locked.mkdir(mode=0o000)
+    wrap = (["setpriv", "--bounding-set=-dac_override,-dac_read_search"]
+            if os.geteuid() == 0 else [])
+    try:
+        report = await machine.doctor(wrap=wrap)
+    finally:
+        locked.chmod(0o700)
+    assert "Traceback" not in report.stderr, report.stderr
+    assert report.line("claude does not look logged in").status == "WARN"
+    assert report.line("relay http").status == "PASS"  # the checks after it still ran
+
+
 async def test_a_token_file_others_can_read(machine: Machine) -> None:
     machine.token_file.chmod(0o644)
     report = await machine.doctor()
