@@ -8,6 +8,7 @@ by the command line it hands to a stand-in ``journalctl``.
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -94,6 +95,20 @@ async def commands(relay: Any, host: UserHost, layout: ServiceLayout,
     assert f"supervisor   systemd ({UNIT})" in lines
     assert f"unit         {UNIT}  active (running)  restarts 0" in lines
     assert f"log          journalctl --user -u {UNIT}" in lines
+
+    # -- doctor, with no flags: the installed unit and its PATH, the token install
+    # stored (0600), the relay reached with it; --json says the same
+    ran = await host.cli("doctor", "--json", check=False)
+    checks = {c["check"]: c for c in json.loads(ran.stdout)["checks"]}
+    for name in ("service", "path", "token", "state-dir", "relay", "provider:command"):
+        assert checks[name]["status"] == "PASS", checks[name]
+    assert checks["service"]["what"].startswith(
+        f"installed as a systemd user service ({host.unit_dir / UNIT}): ")
+    assert "token.env" in checks["token"]["what"] and "(mode 0600)" in checks["token"]["what"]
+    assert checks["linger"]["status"] in ("PASS", "WARN")  # as logind says, or its file
+    ran = await host.cli("doctor", check=False)
+    assert ran.returncode == (1 if any(c["status"] == "FAIL" for c in checks.values()) else 0)
+    assert len(ran.stdout.splitlines()) == len(checks)
 
     # -- logs with no agent: the unit's journal, -n and -f passed on
     bin_dir = layout.work / "bin"
