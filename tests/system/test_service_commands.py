@@ -1,5 +1,5 @@
 """The commands that act on the installed systemd unit — ``status``, ``logs``,
-``restart`` — run as its user would, under a real ``systemd --user`` (the
+``restart``, ``doctor``, ``attach`` — run as its user would, under a real ``systemd --user`` (the
 sandbox), against the dev relay: exit statuses as ``systemctl status``'s,
 where the log is, ``restart`` through the manager with the agent kept and
 adopted by the new process. The sandbox has no journald: ``logs`` is checked
@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import trio
 
-from ..conftest import TOKEN
+from ..conftest import FAKE_AGENT, TOKEN
 from ..supervisors.stand_ins import StandIns
 from ..supervisors.systemd_sandbox_support import SystemdUser
 from .sandbox import (
@@ -145,3 +145,51 @@ async def commands(relay: Any, host: UserHost, layout: ServiceLayout,
         await relay.wait_for(lambda: adopted_by(relay, layout.orch_id, third_pid, agent))
     assert (await host.cli("status", check=False)).returncode == 0
     assert Path(f"/proc/{agent['pid']}").exists()
+
+
+GREETING = "hello from the agent under systemd"
+
+
+async def test_attach_to_an_agent_of_the_installed_unit(
+    systemd_user: SystemdUser, relay: Any
+) -> None:
+    """``attach`` as the unit's user, in a terminal of a tmux server of the test's
+    own (run as that user): the agent's screen shows, through the fleet's tmux."""
+    host = UserHost(systemd_user)
+    layout = ServiceLayout.create(host, "attach", TOKEN)
+    host.write_file(layout.config, '[providers.command]\nenabled = true\nsession = "tmux"\n')
+    outer = f"relay-test-outer-{layout.orch_id}"
+    agent_units: list[str] = []
+    installed = False
+    try:
+        with bounded(TEST_BUDGET, "the whole test", host.log_tail):
+            await host.cli("install", "--systemd", *layout.install_flags(relay.url))
+            installed = True
+            spawn = relay.create_command(
+                f"orch:{layout.orch_id}", "agent.spawn",
+                spawn_params(layout.base_dir, [host.user.python, FAKE_AGENT, "--print",
+                                               GREETING], agentId="ag_seen", label="seen"))
+            with bounded(20, "the spawn to settle", host.log_tail):
+                await relay.wait_for(lambda: (relay.get_command(spawn["id"]) or {})
+                                     .get("status") in ("succeeded", "failed"))
+            settled = relay.get_command(spawn["id"]) or {}
+            assert settled["status"] == "succeeded", settled.get("error")
+            unit = unit_of(settled["result"]["pid"])
+            if unit:
+                agent_units.append(unit)
+            await host.run(["tmux", "-L", outer, "-f", "/dev/null", "new-session", "-d",
+                            "-x", "120", "-y", "30", "--", host.user.python, "-m",
+                            "orchestrator", "attach", "--read-only", "seen"])
+            with bounded(20, "the agent's screen in the attached terminal", host.log_tail):
+                while GREETING not in (screen := (await host.run(
+                        ["tmux", "-L", outer, "capture-pane", "-p"], check=False)).stdout):
+                    await trio.sleep(0.05)
+            assert "relay-orchestrator" not in screen.splitlines()[0]  # the agent's, not an error
+    finally:
+        with trio.move_on_after(CLEANUP_BUDGET) as cleanup:
+            cleanup.shield = True
+            await host.run(["tmux", "-L", outer, "kill-server"], check=False)
+            if installed:
+                await host.cli("uninstall", check=False)
+            await host.stop_units(agent_units)
+        shutil.rmtree(layout.work, ignore_errors=True)
