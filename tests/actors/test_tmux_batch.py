@@ -179,7 +179,7 @@ async def test_a_client_that_does_not_answer_in_time_fails_its_calls_once(
 
     async def hung() -> None:
         try:
-            await server.command("run-shell", f"echo ran >> {marks}; sleep 3")
+            await server.command("run-shell", f"echo ran >> {marks}; sleep 1.5")
         except TmuxError as exc:
             errors.append(str(exc))
 

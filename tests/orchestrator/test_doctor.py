@@ -31,6 +31,9 @@ from supervisors._install import render_unit
 from ..conftest import TOKEN, cli_env
 from .installed import record_install
 
+# Tests that run the pinned agent CLIs (node starts each): real-world, slow.
+REAL_CLIS = pytest.mark.slow
+
 CLIS_BIN = Path(__file__).parents[1] / "clis" / "node_modules" / ".bin"
 PROGRAMS = ("claude", "codex", "gemini")
 WAIT = 120.0
@@ -155,6 +158,7 @@ def user() -> str:
     return pwd.getpwuid(os.getuid()).pw_name
 
 
+@REAL_CLIS
 async def test_a_healthy_host_passes_every_check(machine: Machine) -> None:
     for name in PROGRAMS:
         machine.link_cli(name)
@@ -186,6 +190,7 @@ async def test_a_healthy_host_passes_every_check(machine: Machine) -> None:
                                                                    data["checks"]}
 
 
+@REAL_CLIS
 async def test_a_cli_not_logged_in_is_a_warning(machine: Machine) -> None:
     machine.link_cli("claude")
     report = await machine.doctor()
@@ -198,6 +203,7 @@ async def test_a_cli_not_logged_in_is_a_warning(machine: Machine) -> None:
                         "carry ANTHROPIC_API_KEY")
 
 
+@REAL_CLIS
 async def test_a_cli_whose_folder_nobody_may_enter_is_not_logged_in_and_the_rest_is_checked(
     machine: Machine,
 ) -> None:
@@ -373,6 +379,7 @@ async def test_no_tmux(machine: Machine) -> None:
     assert line.status == "WARN" and "agents run as plain processes" in line.what
 
 
+@REAL_CLIS
 async def test_a_cli_on_the_shell_path_but_not_on_the_services(machine: Machine) -> None:
     """The unit's PATH, not the shell's: claude is found here, not by the service."""
     here = machine.link_cli("claude")
@@ -410,6 +417,7 @@ def loginctl_answers() -> bool:
         return False
 
 
+@REAL_CLIS
 async def test_a_cli_that_does_not_run_with_the_services_path(machine: Machine) -> None:
     """codex is a node script: with the service's PATH lacking node, it cannot start."""
     service_bin = machine.root / "service-bin"
@@ -483,6 +491,7 @@ async def test_a_config_file_with_a_mistake(machine: Machine) -> None:
                          "tmux, plain, auto")
 
 
+@REAL_CLIS
 async def test_a_launchd_agent_gets_launchds_path_unless_its_plist_sets_one(
     machine: Machine,
 ) -> None:

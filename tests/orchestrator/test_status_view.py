@@ -146,6 +146,7 @@ async def test_a_running_orchestrator_exits_0_and_says_where_its_log_is(
     assert isinstance(data["startedAt"], int) and data["heartbeatInterval"] == 10.0
 
 
+@pytest.mark.slow  # heartbeats in real time
 async def test_an_idle_orchestrator_without_agents_leaves_its_status_file_alone(
     relay: Any, start_orchestrator: Any, tmp_path: Path,
 ) -> None:
