@@ -78,6 +78,15 @@ def left_behind(home: Path) -> list[str]:
     return found
 
 
+def end_left_behind(home: Path) -> None:
+    """End what this test's HOME still runs (by pid: only this test's own)."""
+    for line in left_behind(home):
+        try:
+            psutil.Process(int(line.split()[0])).kill()
+        except psutil.Error:
+            pass
+
+
 def stop_and_check_clean(proc: subprocess.Popen[str], agent_pids: list[int],
                          home: Path | None = None) -> None:
     proc.send_signal(signal.SIGINT)
@@ -221,8 +230,13 @@ def test_readme_commands_work_as_written(tmp_path: Path, home: Path) -> None:
                     and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
         assert left_behind(home) == []
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        if proc.poll() is None:  # a failed assertion: end it as a person would first
+            os.killpg(proc.pid, signal.SIGINT)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        end_left_behind(home)  # what a dev killed mid-way leaves (its agents' tmux)
         if proc.stdout:
             proc.stdout.close()
