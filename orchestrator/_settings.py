@@ -204,6 +204,13 @@ class Settings:
 
 
 def read_token_file(path: Path, what: str = "--token-file") -> str:
+    """The token the file holds (its text, stripped); ConfigError naming ``what``
+    and the file as ``read_secret_file`` does, or when it holds a character a
+    header cannot carry."""
+    return check_token(read_secret_file(path, what), f"{what} {path}")
+
+
+def read_secret_file(path: Path, what: str) -> str:
     """The file's text, stripped; ConfigError naming ``what`` and the file when
     it cannot be read, is open to group or others, or is empty."""
     try:
@@ -220,7 +227,7 @@ def read_token_file(path: Path, what: str = "--token-file") -> str:
     token = text.strip()
     if not token:
         raise ConfigError(f"{what} {path}: file is empty")
-    return check_token(token, f"{what} {path}")
+    return token
 
 
 def check_token(token: str, where: str) -> str:

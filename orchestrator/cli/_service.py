@@ -30,8 +30,10 @@ from .._errors import ConfigError
 from .._settings import (
     Settings,
     add_setting_flags,
+    check_token,
     default_config_path,
     load_settings,
+    read_secret_file,
     read_token_file,
 )
 from .._version import DISTRIBUTION, current_version
@@ -116,13 +118,14 @@ def recorded_token_file(settings: Settings, recorded: dict[str, str] | None = No
 def read_recorded_token(path: Path) -> str:
     """The token in a file ``install`` wrote; ConfigError, with the fix, when it
     cannot be read, is readable by group or others, or holds none."""
-    text = read_token_file(path, "the token file install wrote,")
+    what = "the token file install wrote,"
     if path.name != "token.env":
-        return text
+        return read_token_file(path, what)
+    text = read_secret_file(path, what)
     token = supervisors.parse_env_file(text).get(supervisors.TOKEN_ENV, "").strip()
     if not token:
         raise ConfigError(f"{path}: no {supervisors.TOKEN_ENV}= line")
-    return token
+    return check_token(token, f"{what} {path}")
 
 
 def host_kind() -> str:

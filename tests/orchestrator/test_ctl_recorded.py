@@ -174,6 +174,19 @@ def test_an_answer_that_is_not_the_protocols_is_one_sentence(
     assert out.stderr.count("\n") == 1
 
 
+async def test_a_token_env_edited_by_hand_with_a_comment_still_serves(
+    relay: Any, start_orchestrator: Any, tmp_path: Path,
+) -> None:
+    """token.env is an EnvironmentFile: a person may add a comment to it."""
+    orch = await start_orchestrator()
+    home = tmp_path / "home"
+    stored = record_install(home, relay.url, "systemd") / "token.env"
+    stored.write_text(f"# from the relay's settings page\n{stored.read_text()}")
+    out = await trio.to_thread.run_sync(lambda: run_ctl(home, "agents", "--json"))
+    assert out.returncode == 0, out.stderr
+    assert [o["id"] for o in json.loads(out.stdout)] == [orch.id]
+
+
 @pytest.mark.parametrize(("relay_url", "token", "said"), [
     ("http://[::1", TOKEN, "relay-orchestrator: --relay-url http://[::1: "),
     ("http://127.0.0.1:9", "t\u00f6ken", "relay-orchestrator: RELAY_ORCHESTRATOR_TOKEN: the "
