@@ -42,6 +42,7 @@ import supervisors
 
 from .._errors import ConfigError
 from .._settings import ENV_PREFIX, TOKEN_ENV, Settings, add_setting_flags
+from .._settings import check_token as check_header_token
 from ._exit import EXIT_FAIL, EXIT_OK
 from ._relay_http import relay_client
 from ._service import (
@@ -411,6 +412,10 @@ def _check_token_file(path: Path) -> tuple[Check, Token]:
     if not value:
         return _fail("token", f"token file {path} holds no token",
                      f"write the relay's token into {where}"), token
+    try:
+        check_header_token(value, f"token file {path}")
+    except ConfigError as exc:
+        return _fail("token", str(exc), f"write the token the relay issued into {where}"), none
     if st.st_uid != os.getuid():
         return _warn("token", f"token file {path} belongs to uid {st.st_uid}, not to you",
                      f"chown {os.getuid()} {path}"), token

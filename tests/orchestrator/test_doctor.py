@@ -232,6 +232,17 @@ async def test_a_token_file_others_can_read(machine: Machine) -> None:
     assert report.line("relay http").status == "PASS"  # the token itself is right
 
 
+async def test_a_token_a_header_cannot_carry(machine: Machine) -> None:
+    machine.token_file.write_text("t\u00f6ken\n", encoding="utf-8")
+    report = await machine.doctor()
+    assert report.code == 1 and "Traceback" not in report.stderr, report.stderr
+    line = report.line("token file")
+    assert (line.status, line.what) == (
+        "FAIL", f"token file {machine.token_file}: the token holds 'ö', which cannot go in an "
+        "HTTP header (a token is visible ASCII: letters, digits, -._~+/=)")
+    assert line.fix == f"write the token the relay issued into {machine.token_file}"
+
+
 async def test_a_token_the_relay_refuses(machine: Machine) -> None:
     machine.token_file.write_text("not-the-token\n")
     report = await machine.doctor()
